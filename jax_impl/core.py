@@ -1,0 +1,93 @@
+"""What every JAX family file shares: array descriptions for the shared checks, and the
+two wrappers that register a ``jax.numpy`` function (``autodiff``) and a
+``jax.custom_vjp`` (``custom_vjp``).
+
+Nothing here touches ``jax_enable_x64``: importing jax_impl leaves JAX's precision as
+the user set it. The tests and the report enable float64 for themselves.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import reference
+from reference import checks
+from reference.variants import Implementations, check_positional_signature
+
+IMPLEMENTATIONS = Implementations("jax", ("autodiff", "custom_vjp"))
+
+
+def _kind(dtype) -> str:
+    if jnp.issubdtype(dtype, jnp.floating):
+        return "float"
+    if jnp.issubdtype(dtype, jnp.complexfloating):
+        return "complex"
+    if jnp.issubdtype(dtype, jnp.bool_):
+        return "bool"
+    if jnp.issubdtype(dtype, jnp.integer):
+        return "int"
+    return "other"
+
+
+def describe(name: str, x) -> checks.ArrayInfo:
+    if not isinstance(x, (jax.Array, np.ndarray)):
+        raise TypeError(f"{name} must be a jax.Array; got {type(x).__name__}")
+
+    def bounds(ignore):
+        if isinstance(x, jax.core.Tracer):  # under jit/grad/vmap the values are not known
+            return None
+        v = np.asarray(x)
+        if ignore is not None:
+            v = v[v != ignore]
+        if v.size == 0:
+            return None
+        return float(v.min()), float(v.max())
+
+    return checks.ArrayInfo(name, tuple(x.shape), _kind(x.dtype), str(np.dtype(x.dtype)), bounds)
+
+
+def validate(name: str, inputs: tuple, kw: dict) -> tuple[tuple, dict]:
+    spec = reference.get(name)
+    inputs = tuple(jnp.asarray(x) if isinstance(x, np.ndarray) else x for x in inputs)
+    kw = {k: (jnp.asarray(v) if isinstance(v, np.ndarray) else v) for k, v in kw.items()}
+    return inputs, reference.validate(spec, inputs, kw, describe)
+
+
+def autodiff(name: str, fn):
+    """The ``autodiff`` variant of ``name``: ``fn`` over jax.numpy, differentiated by JAX."""
+    def call(*inputs, **kw):
+        inputs, kw = validate(name, inputs, kw)
+        return fn(*inputs, **kw)
+
+    call.__name__, call.__doc__ = name, fn.__doc__
+    IMPLEMENTATIONS.add(name, "autodiff", call, (fn,))
+    return fn
+
+
+def custom_vjp(name: str, fn: jax.custom_vjp, fwd, bwd):
+    """The ``custom_vjp`` variant of ``name``: ``fn`` takes the inputs and then every
+    hyperparameter positionally, in the spec's order; the non-array hyperparameters
+    are its ``nondiff_argnums``."""
+    check_positional_signature(name, fn.fun, f"the custom_vjp of {name}")
+
+    def call(*inputs, **kw):
+        inputs, kw = validate(name, inputs, kw)
+        return fn(*inputs, *kw.values())
+
+    call.__name__, call.__doc__ = name, fn.fun.__doc__
+    IMPLEMENTATIONS.add(name, "custom_vjp", call, (fwd, bwd))
+    return fn
+
+
+# optax's (or Keras's) losses, called with our signature: the outside oracle of the tests
+# and the yardstick of the timings. An adapter imports its library lazily (optax is a
+# test dependency only) and raises NotImplementedError for options it lacks.
+BUILTINS: dict = {}
+
+
+def builtin(name: str, fn) -> None:
+    if name in BUILTINS:
+        raise ValueError(f"JAX built-in for {name!r} is registered twice")
+    BUILTINS[name] = fn

@@ -1,0 +1,150 @@
+"""Input validation, written once and shared by the reference, torch_impl and jax_impl.
+
+Every package describes its arrays as :class:`ArrayInfo` (shape, dtype kind, and a
+way to read value bounds when the values are concrete) and calls the spec's
+``check``. The error types and messages are therefore the same everywhere:
+
+* ``TypeError``: a wrong dtype kind, a wrong argument count, an unknown keyword;
+* ``ValueError``: a shape that does not fit, a value outside the domain, an
+  unknown reduction, a hyperparameter out of range;
+* ``IndexError``: a class label outside ``[0, C)``.
+
+Under ``jax.jit`` shapes and dtypes are still checked; value checks are skipped
+because the values are not known (``bounds`` returns None).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import numpy as np
+
+
+class ArrayInfo:
+    """What validation needs to know about one array, in any framework.
+
+    ``bounds(ignore)`` returns ``(min, max)`` over the elements not equal to
+    ``ignore`` as Python numbers, or None when the array is empty (after
+    ignoring), or when its values are not concrete (a JAX tracer).
+    """
+
+    def __init__(self, name: str, shape: tuple[int, ...], kind: str, dtype: str,
+                 bounds: Callable[[object], tuple[float, float] | None] | None = None):
+        self.name = name
+        self.shape = tuple(int(s) for s in shape)
+        self.kind = kind
+        self.dtype = dtype
+        self._bounds = bounds
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    def bounds(self, ignore=None):
+        return None if self._bounds is None else self._bounds(ignore)
+
+    def __repr__(self) -> str:
+        return f"ArrayInfo({self.name}, shape={self.shape}, dtype={self.dtype})"
+
+
+def dtype_kind(np_kind: str) -> str:
+    """Map a NumPy dtype ``kind`` letter to the words used in messages."""
+    return {"f": "float", "i": "int", "u": "int", "b": "bool", "c": "complex"}.get(np_kind, "other")
+
+
+def numpy_info(name: str, x) -> ArrayInfo:
+    x = np.asarray(x)
+
+    def bounds(ignore):
+        v = x if ignore is None else x[x != ignore]
+        if v.size == 0:
+            return None
+        return float(v.min()), float(v.max())
+
+    return ArrayInfo(name, x.shape, dtype_kind(x.dtype.kind), str(x.dtype), bounds)
+
+
+# -- the shared checks ----------------------------------------------------------
+
+def reduction(value, allowed=("none", "mean", "sum")) -> None:
+    if value not in allowed:
+        raise ValueError(f"reduction must be one of {', '.join(repr(a) for a in allowed)}; got {value!r}")
+
+
+def floating(a: ArrayInfo) -> None:
+    if a.kind != "float":
+        raise TypeError(f"{a.name} must be a floating-point array; got dtype {a.dtype}")
+
+
+def integer(a: ArrayInfo, what: str = "class indices") -> None:
+    if a.kind != "int":
+        raise TypeError(f"{a.name} must hold {what} as an integer array; got dtype {a.dtype}")
+
+
+def same_dtype(a: ArrayInfo, b: ArrayInfo) -> None:
+    if a.dtype != b.dtype:
+        raise TypeError(f"{b.name} must have the dtype of {a.name} ({a.dtype}); got {b.dtype}")
+
+
+def same_shape(a: ArrayInfo, b: ArrayInfo) -> None:
+    if a.shape != b.shape:
+        raise ValueError(f"{b.name} must have the shape of {a.name} {a.shape}; got {b.shape} "
+                         "(lossparity never broadcasts silently)")
+
+
+def shape_is(a: ArrayInfo, expected: tuple[int, ...], what: str) -> None:
+    if a.shape != tuple(expected):
+        raise ValueError(f"{a.name} must have shape {tuple(expected)} ({what}); got {a.shape}")
+
+
+def broadcastable_to(a: ArrayInfo, shape: tuple[int, ...], what: str) -> None:
+    ok = a.ndim <= len(shape) and all(s in (1, t) for s, t in zip(reversed(a.shape), reversed(shape)))
+    if not ok:
+        raise ValueError(f"{a.name} must broadcast to {tuple(shape)} ({what}); got {a.shape}")
+
+
+def ndim_in(a: ArrayInfo, allowed: tuple[int, ...] | range, what: str) -> None:
+    if a.ndim not in allowed:
+        raise ValueError(f"{a.name} must be {what}; got {a.ndim} dimensions, shape {a.shape}")
+
+
+def within(a: ArrayInfo, low: float, high: float, what: str) -> None:
+    """Values in the closed interval [low, high] (NaN counts as outside)."""
+    b = a.bounds()
+    if b is not None and not (low <= b[0] and b[1] <= high):
+        raise ValueError(f"{a.name} must hold {what} in [{low}, {high}]; got values in [{b[0]}, {b[1]}]")
+
+
+def nonnegative_array(a: ArrayInfo) -> None:
+    b = a.bounds()
+    if b is not None and not b[0] >= 0:
+        raise ValueError(f"{a.name} must be non-negative; got a minimum of {b[0]}")
+
+
+def class_labels(target: ArrayInfo, num_classes: int, ignore_index: int | None = None) -> None:
+    b = target.bounds(ignore_index)
+    if b is not None and not (0 <= b[0] and b[1] < num_classes):
+        bad = b[0] if b[0] < 0 else b[1]
+        note = "" if ignore_index is None else f" (ignore_index={ignore_index} is exempt)"
+        raise IndexError(f"{target.name} holds class index {int(bad)}, outside [0, {num_classes}){note}")
+
+
+def nonnegative(name: str, value) -> None:
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or math.isnan(value) or value < 0:
+        raise ValueError(f"{name} must be a non-negative number; got {value!r}")
+
+
+def in_interval(name: str, value, low: float, high: float) -> None:
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not (low <= value <= high):
+        raise ValueError(f"{name} must be a number in [{low}, {high}]; got {value!r}")
+
+
+def boolean(name: str, value) -> None:
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be a bool; got {value!r}")
+
+
+def integer_value(name: str, value) -> None:
+    if not isinstance(value, (int, np.integer)) or isinstance(value, bool):
+        raise TypeError(f"{name} must be an int; got {value!r}")

@@ -1,0 +1,1 @@
+"""margin losses (filled in by their family)."""

@@ -1,0 +1,52 @@
+"""Reductions, written once for NumPy, torch and JAX arrays alike.
+
+They use only what the three array types share (``.sum()``, ``.mean()``, ``.shape``,
+arithmetic and broadcasting), so torch_impl and jax_impl import these same two
+functions. The semantics are torch's:
+
+* ``none``: the per-element losses;
+* ``sum``: their sum;
+* ``mean``: the sum divided by ``denominator`` where the loss defines one (the sum
+  of the class weights of the targets that count, for weighted ``cross_entropy``
+  and ``nll_loss``), otherwise by the number of elements (NaN for none);
+* ``batchmean``: the sum divided by the size of the first dimension (``kl_div``).
+"""
+
+from __future__ import annotations
+
+
+def reduce(elementwise, reduction: str, denominator=None, batch_size: int | None = None):
+    if reduction == "none":
+        return elementwise
+    if reduction == "sum":
+        return elementwise.sum()
+    if reduction == "mean":
+        if denominator is None:
+            return elementwise.mean() if _numel(elementwise) else elementwise.sum() * float("nan")
+        return elementwise.sum() / denominator
+    if reduction == "batchmean":
+        return elementwise.sum() / batch_size
+    raise ValueError(f"reduction must be one of 'none', 'mean', 'sum', 'batchmean'; got {reduction!r}")
+
+
+def reduce_vjp(cotangent, reduction: str, numel: int, denominator=None, batch_size: int | None = None):
+    """The cotangent of the per-element losses, broadcastable against them.
+
+    For ``none`` it is the cotangent itself; for the other reductions a scalar
+    that the caller multiplies into the per-element derivative.
+    """
+    if reduction in ("none", "sum"):
+        return cotangent
+    if reduction == "mean":
+        # An empty loss has no element to receive the cotangent, so any finite divisor does.
+        return cotangent / (max(numel, 1) if denominator is None else denominator)
+    if reduction == "batchmean":
+        return cotangent / batch_size
+    raise ValueError(f"reduction must be one of 'none', 'mean', 'sum', 'batchmean'; got {reduction!r}")
+
+
+def _numel(x) -> int:
+    n = 1
+    for s in x.shape:
+        n *= s
+    return n

@@ -1,0 +1,56 @@
+"""The registry of implementations that torch_impl and jax_impl share.
+
+Each framework package keeps one :class:`Implementations`, fills it from its
+family files, and exposes its ``get``. A registered callable is already wrapped
+so that it validates its arguments with the spec's shared checks.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Callable
+
+from .spec import get as get_spec
+
+
+class Implementations:
+    def __init__(self, framework: str, variants: tuple[str, ...]):
+        self.framework = framework
+        self.variants = variants
+        self._table: dict[str, dict[str, Callable]] = {}
+
+    def add(self, name: str, variant: str, call: Callable, sources: tuple) -> Callable:
+        """Register ``call`` as ``variant`` of ``name``; ``sources`` are the objects whose code
+        ``lossparity show`` prints."""
+        get_spec(name)  # an implementation of a loss the reference lacks is a bug
+        if variant not in self.variants:
+            raise ValueError(f"{self.framework} variants are {self.variants}; got {variant!r}")
+        if variant in self._table.setdefault(name, {}):
+            raise ValueError(f"{self.framework} {variant} of {name!r} is registered twice")
+        call.sources = sources
+        call.loss_name, call.variant, call.framework = name, variant, self.framework
+        self._table[name][variant] = call
+        return call
+
+    def get(self, name: str, variant: str) -> Callable:
+        if variant not in self.variants:
+            raise ValueError(f"variant must be one of {', '.join(map(repr, self.variants))}; got {variant!r}")
+        spec = get_spec(name)  # KeyError with close names for an unknown loss
+        try:
+            return self._table[spec.name][variant]
+        except KeyError:
+            raise KeyError(f"{self.framework} has no {variant} implementation of {name!r}") from None
+
+    def names(self) -> list[str]:
+        return sorted(n for n, v in self._table.items() if set(v) == set(self.variants))
+
+
+def check_positional_signature(name: str, fn: Callable, what: str) -> None:
+    """A Function's forward or a custom_vjp takes the inputs, then every hyperparameter, in
+    the spec's order: the wrappers pass them positionally."""
+    spec = get_spec(name)
+    want = list(spec.inputs) + list(spec.defaults)
+    got = list(inspect.signature(fn).parameters)
+    if got != want:
+        raise TypeError(f"{what} of {name} must take {want} positionally; it takes {got}")
+

@@ -1,0 +1,285 @@
+"""The parity matrix: loss x case x reduction x implementation x dtype x device.
+
+One cell draws inputs from the spec's sampler with a seed derived from the loss and
+the case (so every implementation and dtype of a case sees the same numbers), runs
+one implementation, and compares its value and the gradient of every
+differentiable input, under a random cotangent, with the reference computed in
+float64 from the same inputs (rounded to the cell's dtype first).
+
+The tests (``tests/test_matrix.py``) and the report both run cells from here.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+
+import jax
+import numpy as np
+import torch
+
+import jax_impl
+import reference
+import torch_impl
+
+# The matrix compares float64 cells; this is the harness's own process.
+jax.config.update("jax_enable_x64", True)
+
+# torch.testing.assert_close's defaults per dtype (rtol, atol). They hold for every
+# cell of the catalogue as it stands: no loss needed a wider one.
+TOLERANCES: dict[str, tuple[float, float]] = {
+    "float64": (1e-7, 1e-7),
+    "float32": (1.3e-6, 1e-5),
+}
+DTYPES = tuple(TOLERANCES)
+DEVICES = ("cpu", "cuda")
+FRAMEWORKS = {"torch": torch_impl.VARIANTS, "jax": jax_impl.VARIANTS}
+VARIANTS = tuple(v for vs in FRAMEWORKS.values() for v in vs)
+FRAMEWORK_OF = {v: f for f, vs in FRAMEWORKS.items() for v in vs}
+
+
+@dataclass(frozen=True)
+class Cell:
+    loss: str
+    case: str
+    reduction: str
+    variant: str
+    dtype: str
+    device: str = "cpu"
+
+    @property
+    def framework(self) -> str:
+        return FRAMEWORK_OF[self.variant]
+
+    @property
+    def id(self) -> str:
+        return f"{self.loss}-{self.case}-{self.reduction}-{self.framework}.{self.variant}-{self.dtype}-{self.device}"
+
+    @property
+    def xfail_reason(self) -> str | None:
+        return reference.get(self.loss).xfail_reason(self.variant, self.dtype, self.case, self.reduction)
+
+
+def cells(losses=None, variants=None, dtypes=None, devices=("cpu",)) -> list[Cell]:
+    out = []
+    for name in losses or reference.names():
+        spec = reference.get(name)
+        for case in spec.cases:
+            for reduction in spec.case_reductions(case):
+                for variant in variants or VARIANTS:
+                    for dtype in dtypes or DTYPES:
+                        for device in devices:
+                            out.append(Cell(name, case.name, reduction, variant, dtype, device))
+    return out
+
+
+def device_available(framework: str, device: str) -> bool:
+    if device == "cpu":
+        return True
+    if framework == "torch":
+        return torch.cuda.is_available()
+    return _jax_has_gpu()
+
+
+def _jax_has_gpu() -> bool:
+    try:
+        return bool(jax.devices("gpu"))
+    except RuntimeError:
+        return False
+
+
+def seed_for(loss: str, case: str) -> int:
+    return zlib.crc32(f"{loss}/{case}".encode())
+
+
+# -- drawing a cell's inputs -------------------------------------------------------
+
+@dataclass
+class Drawn:
+    inputs: tuple          # NumPy, already rounded to the cell's dtype
+    kw: dict               # hyperparameters, arrays rounded to the cell's dtype
+    cotangent: np.ndarray  # rounded to the cell's dtype
+
+
+def draw(spec, case_name: str, reduction: str, dtype: str) -> Drawn:
+    rng = np.random.default_rng(seed_for(spec.name, case_name))
+    inputs, kw = spec.draw(rng, case_name, getattr(np, dtype))
+    kw = {**kw, "reduction": reduction}
+    shape = np.shape(reference.loss(spec.name, *_as64(inputs), **_as64(kw)))
+    cot_rng = np.random.default_rng(seed_for(spec.name, case_name) + 1)
+    cotangent = cot_rng.standard_normal(shape).astype(dtype)
+    return Drawn(inputs, kw, cotangent)
+
+
+def _as64(x):
+    if isinstance(x, dict):
+        return {k: _as64(v) for k, v in x.items()}
+    if isinstance(x, tuple):
+        return tuple(_as64(v) for v in x)
+    if isinstance(x, np.ndarray) and x.dtype.kind == "f":
+        return x.astype(np.float64)
+    return x
+
+
+def expected(spec, d: Drawn) -> tuple[np.ndarray, tuple]:
+    inputs, kw = _as64(d.inputs), _as64(d.kw)
+    value = reference.loss(spec.name, *inputs, **kw)
+    grads = reference.vjp(spec.name, *inputs, d.cotangent.astype(np.float64), **kw)
+    return value, grads
+
+
+# -- running one implementation ---------------------------------------------------
+
+def on_differentiable(fn, spec, arrays: list, kw: dict):
+    """``fn`` as a function of the differentiable inputs alone, the others held fixed."""
+    positions = [spec.inputs.index(n) for n in spec.differentiable]
+
+    def call(*diff):
+        full = list(arrays)
+        for p, x in zip(positions, diff):
+            full[p] = x
+        return fn(*full, **kw)
+
+    return call, [arrays[p] for p in positions]
+
+
+def torch_arrays(d: Drawn, device: str = "cpu") -> tuple[list, dict]:
+    kw = {k: torch.as_tensor(v, device=device) if isinstance(v, np.ndarray) else v for k, v in d.kw.items()}
+    return [torch.as_tensor(x, device=device) for x in d.inputs], kw
+
+
+def jax_arrays(d: Drawn, device: str = "cpu") -> tuple[list, dict]:
+    dev = jax.devices("gpu" if device == "cuda" else "cpu")[0]
+    kw = {k: jax.device_put(v, dev) if isinstance(v, np.ndarray) else v for k, v in d.kw.items()}
+    return [jax.device_put(x, dev) for x in d.inputs], kw
+
+
+def run_torch(fn, spec, d: Drawn, device: str) -> tuple[np.ndarray, tuple]:
+    call, primals = on_differentiable(fn, spec, *torch_arrays(d, device))
+    diff = [p.clone().requires_grad_(True) for p in primals]
+    out = call(*diff)
+    grads = torch.autograd.grad(out, diff, torch.as_tensor(d.cotangent, device=device), allow_unused=True)
+    grads = tuple(np.zeros(t.shape) if g is None else g.detach().cpu().double().numpy() for g, t in zip(grads, diff))
+    return out.detach().cpu().double().numpy(), grads
+
+
+def run_jax(fn, spec, d: Drawn, device: str) -> tuple[np.ndarray, tuple]:
+    call, primals = on_differentiable(fn, spec, *jax_arrays(d, device))
+    out, pullback = jax.vjp(call, *primals)
+    grads = pullback(jax.numpy.asarray(d.cotangent))
+    return np.asarray(out, dtype=np.float64), tuple(np.asarray(g, dtype=np.float64) for g in grads)
+
+
+def implementation(variant: str, loss: str):
+    return (torch_impl if FRAMEWORK_OF[variant] == "torch" else jax_impl).get(loss, variant)
+
+
+# -- comparing ---------------------------------------------------------------------
+
+def errors(actual: np.ndarray, expected: np.ndarray) -> tuple[float, float]:
+    """Largest absolute and relative error; NaN where both are NaN counts as equal."""
+    if actual.shape != expected.shape:
+        return float("inf"), float("inf")
+    if actual.size == 0:
+        return 0.0, 0.0
+    both_nan = np.isnan(actual) & np.isnan(expected)
+    same_inf = np.isinf(expected) & (actual == expected)
+    diff = np.where(both_nan | same_inf, 0.0, np.abs(actual - expected))
+    diff = np.where(np.isnan(diff), np.inf, diff)
+    scale = np.abs(np.where(same_inf, 1.0, expected))
+    rel = np.where(diff == 0, 0.0, diff / np.where(scale == 0, np.finfo(float).tiny, scale))
+    return float(diff.max()), float(rel.max())
+
+
+def close(actual: np.ndarray, expected: np.ndarray, rtol: float, atol: float) -> bool:
+    return actual.shape == expected.shape and bool(np.all(np.isclose(actual, expected, rtol=rtol, atol=atol,
+                                                                      equal_nan=True)))
+
+
+@dataclass
+class Result:
+    cell: Cell
+    value_abs_err: float
+    value_rel_err: float
+    grad_abs_err: float
+    grad_rel_err: float
+    rtol: float
+    atol: float
+    passed: bool
+    detail: str = ""
+
+    def row(self) -> dict:
+        c = self.cell
+        return {"loss": c.loss, "case": c.case, "reduction": c.reduction, "framework": c.framework,
+                "variant": c.variant, "dtype": c.dtype, "device": c.device,
+                "value_abs_err": self.value_abs_err, "value_rel_err": self.value_rel_err,
+                "grad_abs_err": self.grad_abs_err, "grad_rel_err": self.grad_rel_err,
+                "rtol": self.rtol, "atol": self.atol,
+                "passed": "xfail" if c.xfail_reason and not self.passed else self.passed,
+                "xfail_reason": c.xfail_reason or ""}
+
+
+def compare(cell: Cell, value, grads, want_value, want_grads) -> Result:
+    rtol, atol = TOLERANCES[cell.dtype]
+    v_abs, v_rel = errors(value, want_value)
+    g_errs = [errors(g, w) for g, w in zip(grads, want_grads)] or [(0.0, 0.0)]
+    ok = close(value, want_value, rtol, atol) and all(close(g, w, rtol, atol) for g, w in zip(grads, want_grads))
+    return Result(cell, v_abs, v_rel, max(e[0] for e in g_errs), max(e[1] for e in g_errs), rtol, atol, ok)
+
+
+def run_cell(cell: Cell) -> Result:
+    spec = reference.get(cell.loss)
+    d = draw(spec, cell.case, cell.reduction, cell.dtype)
+    want_value, want_grads = expected(spec, d)
+    fn = implementation(cell.variant, cell.loss)
+    runner = run_torch if cell.framework == "torch" else run_jax
+    value, grads = runner(fn, spec, d, cell.device)
+    result = compare(cell, value, grads, want_value, want_grads)
+    if not result.passed:
+        result.detail = describe_failure(spec, cell, value, grads, want_value, want_grads)
+    return result
+
+
+# -- reproducers -------------------------------------------------------------------
+
+def reproducer(cell: Cell) -> str:
+    """Python that rebuilds the cell's inputs and calls the implementation, standalone."""
+    spec = reference.get(cell.loss)
+    pkg = "torch_impl" if cell.framework == "torch" else "jax_impl"
+    if cell.framework == "torch":
+        to = f"lambda x: torch.as_tensor(x, device={cell.device!r})"
+        grad = (f"diff = [x.requires_grad_() for x, n in zip(xs, spec.inputs) if n in spec.differentiable]\n"
+                f"out = fn(*xs, **kw)\n"
+                f"grads = torch.autograd.grad(out, diff, to(d.cotangent))")
+        head = "import numpy as np, torch\nimport reference, torch_impl"
+    else:
+        to = "jax.numpy.asarray"
+        grad = ("pos = [spec.inputs.index(n) for n in spec.differentiable]\n"
+                "f = lambda *ds: fn(*[ds[pos.index(i)] if i in pos else x for i, x in enumerate(xs)], **kw)\n"
+                "out, pullback = jax.vjp(f, *[xs[i] for i in pos])\n"
+                "grads = pullback(to(d.cotangent))")
+        head = "import numpy as np, jax\njax.config.update('jax_enable_x64', True)\nimport reference, jax_impl"
+    return (f"{head}\nfrom reports.matrix import draw, expected\n"
+            f"spec = reference.get({cell.loss!r})\n"
+            f"d = draw(spec, {cell.case!r}, {cell.reduction!r}, {cell.dtype!r})  # seeded from loss and case\n"
+            f"to = {to}\n"
+            f"xs = [to(x) for x in d.inputs]\n"
+            f"kw = {{k: to(v) if isinstance(v, np.ndarray) else v for k, v in d.kw.items()}}\n"
+            f"fn = {pkg}.get({cell.loss!r}, {cell.variant!r})\n"
+            f"{grad}\n"
+            f"want_value, want_grads = expected(spec, d)  # the reference, in float64")
+
+
+def describe_failure(spec, cell, value, grads, want_value, want_grads) -> str:
+    rtol, atol = TOLERANCES[cell.dtype]
+    lines = [f"cell {cell.id} disagrees with the reference (rtol={rtol}, atol={atol})"]
+    parts = [("value", value, want_value)] + [(f"grad[{n}]", g, w)
+                                              for n, g, w in zip(spec.differentiable, grads, want_grads)]
+    for what, got, want in parts:
+        if not close(got, want, rtol, atol):
+            a, r = errors(got, want)
+            lines.append(f"  {what}: abs err {a:.3g}, rel err {r:.3g}, shape {got.shape} vs {want.shape}")
+            lines.append(f"    got      {np.array2string(np.ravel(got)[:6], precision=8)}")
+            lines.append(f"    expected {np.array2string(np.ravel(want)[:6], precision=8)}")
+    lines.append("reproduce with:\n" + reproducer(cell))
+    return "\n".join(lines)

@@ -1,0 +1,109 @@
+"""Bad input gets the same clear error from the reference, torch and JAX.
+
+The bad inputs are declared on each spec (``LossSpec.bad_inputs``); the checks that
+every loss shares (reduction, keywords, input count) are generated here.
+"""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import jax_impl
+import reference
+import torch_impl
+from reports.matrix import Drawn, jax_arrays, seed_for, torch_arrays
+
+
+def _reference(name, variant):
+    return lambda *inputs, **kw: reference.loss(name, *inputs, **kw)
+
+
+def _framework(pkg, to_arrays):
+    def make(name, variant):
+        fn = pkg.get(name, variant)
+
+        def call(*inputs, **kw):
+            arrays, kw = to_arrays(Drawn(tuple(inputs), kw, np.zeros(())))
+            return fn(*arrays, **kw)
+        return call
+    return make
+
+
+_torch = _framework(torch_impl, torch_arrays)
+_jax = _framework(jax_impl, jax_arrays)
+
+
+PACKAGES = {"reference": (_reference, ("spec",)), "torch": (_torch, torch_impl.VARIANTS),
+            "jax": (_jax, jax_impl.VARIANTS)}
+
+
+def _implementations():
+    for package, (make, variants) in PACKAGES.items():
+        for variant in variants:
+            yield package, variant, make
+
+
+def _valid(name):
+    spec = reference.get(name)
+    inputs, kw = spec.draw(np.random.default_rng(seed_for(name, spec.cases[0].name)))
+    return spec, inputs, spec.bind(inputs, kw)
+
+
+def _bad_params():
+    for name in reference.names():
+        for bad in reference.get(name).bad_inputs:
+            for package, variant, _ in _implementations():
+                yield pytest.param(name, bad, package, variant, id=f"{name}-{bad.description}-{package}.{variant}")
+
+
+def _call(package, variant, name):
+    make = PACKAGES[package][0]
+    return make(name, variant)
+
+
+@pytest.mark.parametrize("name, bad, package, variant", list(_bad_params()))
+def test_bad_input_is_rejected(name, bad, package, variant):
+    spec, inputs, kw = _valid(name)
+    inputs, kw = bad.mutate(inputs, kw)
+    with pytest.raises(bad.error, match=bad.match):
+        _call(package, variant, name)(*inputs, **kw)
+
+
+def _shared_params():
+    for name in reference.names():
+        for package, variant, _ in _implementations():
+            yield pytest.param(name, package, variant, id=f"{name}-{package}.{variant}")
+
+
+@pytest.mark.parametrize("name, package, variant", list(_shared_params()))
+def test_shared_checks(name, package, variant):
+    spec, inputs, kw = _valid(name)
+    fn = _call(package, variant, name)
+    with pytest.raises(ValueError, match="reduction"):
+        fn(*inputs, **{**kw, "reduction": "avg"})
+    with pytest.raises(TypeError, match="size_averag"):
+        fn(*inputs, **{**kw, "size_averag": True})
+    with pytest.raises(TypeError, match="inputs"):
+        fn(*inputs[:-1], **kw)
+
+
+def test_unknown_loss_suggests_close_names():
+    with pytest.raises(KeyError, match="did you mean mse_loss"):
+        reference.get("mse_los")
+    with pytest.raises(KeyError, match="did you mean"):
+        torch_impl.get("mse_los", "module")
+    with pytest.raises(ValueError, match="variant"):
+        jax_impl.get("mse_loss", "module")
+
+
+def test_reference_vjp_checks_the_cotangent():
+    spec, inputs, kw = _valid("mse_loss")
+    with pytest.raises(ValueError, match="cotangent"):
+        reference.vjp("mse_loss", *inputs, np.ones(3), **{**kw, "reduction": "none"})
+
+
+def test_importing_jax_impl_leaves_precision_alone():
+    code = "import jax_impl, jax; assert not jax.config.jax_enable_x64"
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -1,0 +1,28 @@
+"""The hand-written backwards, checked by the frameworks' own tools in float64:
+torch.autograd.gradcheck on every Function, jax.test_util.check_grads on every custom_vjp."""
+
+import pytest
+import torch
+from jax.test_util import check_grads
+
+import jax_impl
+import reference
+import torch_impl
+from reports.matrix import draw, jax_arrays, on_differentiable, torch_arrays
+from cases import loss_case_reduction
+
+
+@pytest.mark.parametrize("name, case, reduction", loss_case_reduction())
+def test_torch_function_gradcheck(name, case, reduction):
+    spec = reference.get(name)
+    d = draw(spec, case, reduction, "float64")
+    call, primals = on_differentiable(torch_impl.get(name, "function"), spec, *torch_arrays(d))
+    assert torch.autograd.gradcheck(call, [p.clone().requires_grad_(True) for p in primals])
+
+
+@pytest.mark.parametrize("name, case, reduction", loss_case_reduction())
+def test_jax_custom_vjp_check_grads(name, case, reduction):
+    spec = reference.get(name)
+    d = draw(spec, case, reduction, "float64")
+    call, primals = on_differentiable(jax_impl.get(name, "custom_vjp"), spec, *jax_arrays(d))
+    check_grads(call, tuple(primals), order=1, modes=("rev",))

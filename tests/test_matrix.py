@@ -1,0 +1,26 @@
+"""The parity matrix, generated from the registry: one test per cell.
+
+A failing cell prints its errors and the Python that reproduces it.
+"""
+
+import pytest
+
+from reports import matrix
+
+
+def _params():
+    for cell in matrix.cells(devices=matrix.DEVICES):
+        marks = []
+        if cell.device == "cuda":
+            marks += [pytest.mark.cuda,
+                      pytest.mark.skipif(not matrix.device_available(cell.framework, "cuda"),
+                                         reason=f"no CUDA device for {cell.framework}")]
+        if cell.xfail_reason:
+            marks.append(pytest.mark.xfail(strict=True, reason=cell.xfail_reason))
+        yield pytest.param(cell, id=cell.id, marks=marks)
+
+
+@pytest.mark.parametrize("cell", list(_params()))
+def test_cell(cell):
+    result = matrix.run_cell(cell)
+    assert result.passed, result.detail

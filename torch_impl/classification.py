@@ -1,0 +1,1 @@
+"""Classification losses (filled in by the classification family)."""

@@ -1,0 +1,1 @@
+"""metric losses (filled in by their family)."""

@@ -1,0 +1,1 @@
+"""sequence losses (filled in by their family)."""
