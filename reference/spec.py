@@ -33,6 +33,19 @@ class Sampled:
         return f"<{self.description}>"
 
 
+class PerFramework:
+    """A hyperparameter that is code, so each framework needs its own (a
+    ``distance_function``). The harness hands the reference ``numpy``, torch_impl
+    ``torch`` and jax_impl ``jax``; ``description`` names it in reports."""
+
+    def __init__(self, description: str, numpy: Callable, torch: Callable, jax: Callable):
+        self.description = description
+        self.numpy, self.torch, self.jax = numpy, torch, jax
+
+    def __repr__(self) -> str:
+        return f"<{self.description}>"
+
+
 class Case(dict):
     """One hyperparameter dict of the matrix, with a name for test ids.
 

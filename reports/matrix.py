@@ -112,6 +112,9 @@ def draw(spec, case_name: str, reduction: str, dtype: str) -> Drawn:
 
 
 def _as64(x):
+    """The reference's view of drawn values: float arrays in float64, code in NumPy."""
+    if isinstance(x, reference.PerFramework):
+        return x.numpy
     if isinstance(x, dict):
         return {k: _as64(v) for k, v in x.items()}
     if isinstance(x, tuple):
@@ -143,14 +146,22 @@ def on_differentiable(fn, spec, arrays: list, kw: dict):
     return call, [arrays[p] for p in positions]
 
 
+def _framework_kw(kw: dict, framework: str, to_array) -> dict:
+    def convert(v):
+        if isinstance(v, reference.PerFramework):
+            return getattr(v, framework)
+        return to_array(v) if isinstance(v, np.ndarray) else v
+    return {k: convert(v) for k, v in kw.items()}
+
+
 def torch_arrays(d: Drawn, device: str = "cpu") -> tuple[list, dict]:
-    kw = {k: torch.as_tensor(v, device=device) if isinstance(v, np.ndarray) else v for k, v in d.kw.items()}
+    kw = _framework_kw(d.kw, "torch", lambda v: torch.as_tensor(v, device=device))
     return [torch.as_tensor(x, device=device) for x in d.inputs], kw
 
 
 def jax_arrays(d: Drawn, device: str = "cpu") -> tuple[list, dict]:
     dev = jax.devices("gpu" if device == "cuda" else "cpu")[0]
-    kw = {k: jax.device_put(v, dev) if isinstance(v, np.ndarray) else v for k, v in d.kw.items()}
+    kw = _framework_kw(d.kw, "jax", lambda v: jax.device_put(v, dev))
     return [jax.device_put(x, dev) for x in d.inputs], kw
 
 
@@ -244,30 +255,24 @@ def run_cell(cell: Cell) -> Result:
 
 def reproducer(cell: Cell) -> str:
     """Python that rebuilds the cell's inputs and calls the implementation, standalone."""
-    spec = reference.get(cell.loss)
-    pkg = "torch_impl" if cell.framework == "torch" else "jax_impl"
     if cell.framework == "torch":
-        to = f"lambda x: torch.as_tensor(x, device={cell.device!r})"
-        grad = (f"diff = [x.requires_grad_() for x, n in zip(xs, spec.inputs) if n in spec.differentiable]\n"
-                f"out = fn(*xs, **kw)\n"
-                f"grads = torch.autograd.grad(out, diff, to(d.cotangent))")
-        head = "import numpy as np, torch\nimport reference, torch_impl"
+        head = "import torch\nimport reference, torch_impl\nfrom reports.matrix import draw, expected, torch_arrays"
+        call = (f"xs, kw = torch_arrays(d, {cell.device!r})\n"
+                f"fn = torch_impl.get({cell.loss!r}, {cell.variant!r})\n"
+                "diff = [x.requires_grad_() for x, n in zip(xs, spec.inputs) if n in spec.differentiable]\n"
+                "out = fn(*xs, **kw)\n"
+                "grads = torch.autograd.grad(out, diff, torch.as_tensor(d.cotangent))")
     else:
-        to = "jax.numpy.asarray"
-        grad = ("pos = [spec.inputs.index(n) for n in spec.differentiable]\n"
-                "f = lambda *ds: fn(*[ds[pos.index(i)] if i in pos else x for i, x in enumerate(xs)], **kw)\n"
-                "out, pullback = jax.vjp(f, *[xs[i] for i in pos])\n"
-                "grads = pullback(to(d.cotangent))")
-        head = "import numpy as np, jax\njax.config.update('jax_enable_x64', True)\nimport reference, jax_impl"
-    return (f"{head}\nfrom reports.matrix import draw, expected\n"
+        head = "import jax\nimport reference, jax_impl\nfrom reports.matrix import draw, expected, jax_arrays, on_differentiable"
+        call = (f"fn = jax_impl.get({cell.loss!r}, {cell.variant!r})\n"
+                f"f, primals = on_differentiable(fn, spec, *jax_arrays(d, {cell.device!r}))\n"
+                "out, pullback = jax.vjp(f, *primals)\n"
+                "grads = pullback(jax.numpy.asarray(d.cotangent))")
+    return (f"{head}\n"
             f"spec = reference.get({cell.loss!r})\n"
             f"d = draw(spec, {cell.case!r}, {cell.reduction!r}, {cell.dtype!r})  # seeded from loss and case\n"
-            f"to = {to}\n"
-            f"xs = [to(x) for x in d.inputs]\n"
-            f"kw = {{k: to(v) if isinstance(v, np.ndarray) else v for k, v in d.kw.items()}}\n"
-            f"fn = {pkg}.get({cell.loss!r}, {cell.variant!r})\n"
-            f"{grad}\n"
-            f"want_value, want_grads = expected(spec, d)  # the reference, in float64")
+            f"{call}\n"
+            "want_value, want_grads = expected(spec, d)  # the reference, in float64")
 
 
 def describe_failure(spec, cell, value, grads, want_value, want_grads) -> str:
