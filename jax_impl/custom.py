@@ -1,0 +1,1 @@
+"""Losses from the seed articles that no library ships (filled in by their family)."""
