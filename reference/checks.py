@@ -27,15 +27,21 @@ class ArrayInfo:
     ``bounds(ignore)`` returns ``(min, max)`` over the elements not equal to
     ``ignore`` as Python numbers, or None when the array is empty (after
     ignoring), or when its values are not concrete (a JAX tracer).
+
+    ``values()`` returns the elements as a NumPy array, or None when they are not
+    concrete or the package did not say how to read them; it serves the checks that
+    need positions, not just bounds (``ctc_loss``'s targets within their lengths).
     """
 
     def __init__(self, name: str, shape: tuple[int, ...], kind: str, dtype: str,
-                 bounds: Callable[[object], tuple[float, float] | None] | None = None):
+                 bounds: Callable[[object], tuple[float, float] | None] | None = None,
+                 values: Callable[[], np.ndarray | None] | None = None):
         self.name = name
         self.shape = tuple(int(s) for s in shape)
         self.kind = kind
         self.dtype = dtype
         self._bounds = bounds
+        self._values = values
 
     @property
     def ndim(self) -> int:
@@ -43,6 +49,9 @@ class ArrayInfo:
 
     def bounds(self, ignore=None):
         return None if self._bounds is None else self._bounds(ignore)
+
+    def values(self):
+        return None if self._values is None else self._values()
 
     def __repr__(self) -> str:
         return f"ArrayInfo({self.name}, shape={self.shape}, dtype={self.dtype})"
@@ -62,7 +71,7 @@ def numpy_info(name: str, x) -> ArrayInfo:
             return None
         return float(v.min()), float(v.max())
 
-    return ArrayInfo(name, x.shape, dtype_kind(x.dtype.kind), str(x.dtype), bounds)
+    return ArrayInfo(name, x.shape, dtype_kind(x.dtype.kind), str(x.dtype), bounds, lambda: x)
 
 
 # -- the shared checks ----------------------------------------------------------
@@ -148,3 +157,57 @@ def boolean(name: str, value) -> None:
 def integer_value(name: str, value) -> None:
     if not isinstance(value, (int, np.integer)) or isinstance(value, bool):
         raise TypeError(f"{name} must be an int; got {value!r}")
+
+
+# -- added for the custom family (values in a small set, positive arrays) --
+
+def positive_array(a: ArrayInfo, what: str = "positive values") -> None:
+    """Every element > 0 (NaN counts as outside)."""
+    b = a.bounds()
+    if b is not None and not b[0] > 0:
+        raise ValueError(f"{a.name} must hold {what} (> 0); got a minimum of {b[0]}")
+
+
+def values_in(a: ArrayInfo, allowed: tuple[float, ...], what: str) -> None:
+    """Every element is one of ``allowed`` (at most three values; NaN counts as outside).
+
+    Only ``bounds(ignore)`` is used, and that suffices for up to three values
+    ``v1 < v2 < v3``: all elements lie in ``[v1, v3]``; those other than ``v1`` are
+    ``>= v2``; those other than ``v3`` are ``<= v2``. An element strictly between two
+    allowed values breaks one of the last two.
+    """
+    values = sorted(float(v) for v in allowed)
+    if not 1 <= len(values) <= 3:
+        raise NotImplementedError("values_in decides membership of at most three values")
+    lo, hi = values[0], values[-1]
+    second_lo, second_hi = values[min(1, len(values) - 1)], values[max(len(values) - 2, 0)]
+    b = a.bounds()
+    ok = b is None or (lo <= b[0] and b[1] <= hi)
+    if ok and len(values) > 1:
+        above = a.bounds(lo)
+        below = a.bounds(hi)
+        ok = (above is None or above[0] >= second_lo) and (below is None or below[1] <= second_hi)
+    if not ok:
+        shown = ", ".join(f"{v:g}" for v in values)
+        raise ValueError(f"{a.name} must hold {what}, each one of {{{shown}}}; got values in "
+                         f"[{b[0]}, {b[1]}] that are not all in that set")
+
+
+def signs(a: ArrayInfo) -> None:
+    """Labels in {-1, 1} (the targets of torch's ranking and binary margin losses).
+
+    ``bounds`` only gives a minimum and a maximum, so the elements other than 1 are
+    read: they must all be -1 (NaN and 0 are caught this way too).
+    """
+    b = a.bounds(1)
+    if b is not None and not (b[0] == -1 and b[1] == -1):
+        bad = b[1] if b[0] == -1 else b[0]
+        raise ValueError(f"{a.name} must hold labels in {{-1, 1}}; got {bad}")
+
+
+def finite_number(name: str, value) -> None:
+    """A real, finite scalar hyperparameter (a margin of either sign)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{name} must be a real number; got {value!r}")
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be finite; got {value!r}")
