@@ -1,1 +1,226 @@
-"""margin losses (filled in by their family)."""
+"""Margin losses in JAX: margin_ranking_loss, hinge_embedding_loss, soft_margin_loss,
+multilabel_soft_margin_loss, multilabel_margin_loss, multi_margin_loss.
+
+Each loss reads as in ``reference/margin.py``: a jax.numpy function (the
+``autodiff`` variant) and a ``jax.custom_vjp`` whose backward is the reference's VJP.
+Class indices become one-hot masks by comparison with ``arange(C)``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+
+from reference.reductions import reduce, reduce_vjp
+from .core import autodiff, builtin, custom_vjp
+
+
+def _per_sample_count(input) -> int:
+    return math.prod(input.shape[:-1])
+
+
+# -- margin_ranking_loss -----------------------------------------------------------
+
+def margin_ranking_loss(input1, input2, target, margin=0.0, reduction="mean"):
+    return reduce(jnp.maximum(0.0, -target * (input1 - input2) + margin), reduction)
+
+
+def _margin_ranking_loss_fwd(input1, input2, target, margin, reduction):
+    return margin_ranking_loss(input1, input2, target, margin, reduction), (input1, input2, target)
+
+
+def _margin_ranking_loss_bwd(margin, reduction, residuals, cotangent):
+    input1, input2, target = residuals
+    g = reduce_vjp(cotangent, reduction, input1.size)
+    active = -target * (input1 - input2) + margin > 0
+    d_input1 = jnp.where(active, -target, 0.0) * g
+    return d_input1, -d_input1, None
+
+
+margin_ranking_loss_custom_vjp = jax.custom_vjp(margin_ranking_loss, nondiff_argnums=(3, 4))
+margin_ranking_loss_custom_vjp.defvjp(_margin_ranking_loss_fwd, _margin_ranking_loss_bwd)
+autodiff("margin_ranking_loss", margin_ranking_loss)
+custom_vjp("margin_ranking_loss", margin_ranking_loss_custom_vjp, _margin_ranking_loss_fwd, _margin_ranking_loss_bwd)
+
+
+# -- hinge_embedding_loss ----------------------------------------------------------
+
+def hinge_embedding_loss(input, target, margin=1.0, reduction="mean"):
+    return reduce(jnp.where(target == 1, input, jnp.maximum(0.0, margin - input)), reduction)
+
+
+def _hinge_embedding_loss_fwd(input, target, margin, reduction):
+    return hinge_embedding_loss(input, target, margin, reduction), (input, target)
+
+
+def _hinge_embedding_loss_bwd(margin, reduction, residuals, cotangent):
+    input, target = residuals
+    g = reduce_vjp(cotangent, reduction, input.size)
+    slope = jnp.where(target == 1, 1.0, jnp.where(margin - input > 0, -1.0, 0.0))
+    return slope.astype(input.dtype) * g, None
+
+
+hinge_embedding_loss_custom_vjp = jax.custom_vjp(hinge_embedding_loss, nondiff_argnums=(2, 3))
+hinge_embedding_loss_custom_vjp.defvjp(_hinge_embedding_loss_fwd, _hinge_embedding_loss_bwd)
+autodiff("hinge_embedding_loss", hinge_embedding_loss)
+custom_vjp("hinge_embedding_loss", hinge_embedding_loss_custom_vjp, _hinge_embedding_loss_fwd,
+           _hinge_embedding_loss_bwd)
+
+
+# -- soft_margin_loss --------------------------------------------------------------
+
+def soft_margin_loss(input, target, reduction="mean"):
+    return reduce(-jax.nn.log_sigmoid(target * input), reduction)
+
+
+def _soft_margin_loss_fwd(input, target, reduction):
+    return soft_margin_loss(input, target, reduction), (input, target)
+
+
+def _soft_margin_loss_bwd(reduction, residuals, cotangent):
+    input, target = residuals
+    g = reduce_vjp(cotangent, reduction, input.size)
+    return -target * jax.nn.sigmoid(-target * input) * g, None
+
+
+soft_margin_loss_custom_vjp = jax.custom_vjp(soft_margin_loss, nondiff_argnums=(2,))
+soft_margin_loss_custom_vjp.defvjp(_soft_margin_loss_fwd, _soft_margin_loss_bwd)
+autodiff("soft_margin_loss", soft_margin_loss)
+custom_vjp("soft_margin_loss", soft_margin_loss_custom_vjp, _soft_margin_loss_fwd, _soft_margin_loss_bwd)
+
+
+# -- multilabel_soft_margin_loss ---------------------------------------------------
+
+def multilabel_soft_margin_loss(input, target, weight=None, reduction="mean"):
+    elementwise = -(target * jax.nn.log_sigmoid(input) + (1.0 - target) * jax.nn.log_sigmoid(-input))
+    if weight is not None:
+        elementwise = elementwise * weight
+    return reduce(elementwise.sum(-1) / input.shape[-1], reduction)
+
+
+def _multilabel_soft_margin_loss_fwd(input, target, weight, reduction):
+    return multilabel_soft_margin_loss(input, target, weight, reduction), (input, target, weight)
+
+
+def _multilabel_soft_margin_loss_bwd(reduction, residuals, cotangent):
+    input, target, weight = residuals
+    g = jnp.expand_dims(reduce_vjp(cotangent, reduction, _per_sample_count(input)), -1)
+    d_input = (jax.nn.sigmoid(input) - target) / input.shape[-1]
+    if weight is not None:
+        d_input = d_input * weight
+    return d_input * g, None, None
+
+
+multilabel_soft_margin_loss_custom_vjp = jax.custom_vjp(multilabel_soft_margin_loss, nondiff_argnums=(3,))
+multilabel_soft_margin_loss_custom_vjp.defvjp(_multilabel_soft_margin_loss_fwd, _multilabel_soft_margin_loss_bwd)
+autodiff("multilabel_soft_margin_loss", multilabel_soft_margin_loss)
+custom_vjp("multilabel_soft_margin_loss", multilabel_soft_margin_loss_custom_vjp, _multilabel_soft_margin_loss_fwd,
+           _multilabel_soft_margin_loss_bwd)
+
+
+# -- multilabel_margin_loss --------------------------------------------------------
+
+def _multilabel_hinges(input, target):
+    """Hinge arguments ``1 - x[t_k] + x[i]`` (..., K, C), the pairs that count, and the
+    one-hot of the listed targets (..., K, C); as ``reference.margin._multilabel_hinges``."""
+    classes = jnp.arange(input.shape[-1])
+    listed = jnp.cumprod((target >= 0).astype(jnp.int32), axis=-1).astype(bool)
+    onehot = (target[..., :, None] == classes) & listed[..., :, None]
+    is_target = onehot.any(axis=-2)
+    x_target = jnp.take_along_axis(input, jnp.where(listed, target, 0), axis=-1)
+    z = 1.0 - x_target[..., :, None] + input[..., None, :]
+    counted = listed[..., :, None] & ~is_target[..., None, :]
+    return z, counted, onehot
+
+
+def multilabel_margin_loss(input, target, reduction="mean"):
+    z, counted, _ = _multilabel_hinges(input, target)
+    per_sample = jnp.where(counted, jnp.maximum(z, 0.0), 0.0).sum(axis=(-2, -1)) / input.shape[-1]
+    return reduce(per_sample, reduction)
+
+
+def _multilabel_margin_loss_fwd(input, target, reduction):
+    return multilabel_margin_loss(input, target, reduction), (input, target)
+
+
+def _multilabel_margin_loss_bwd(reduction, residuals, cotangent):
+    input, target = residuals
+    z, counted, onehot = _multilabel_hinges(input, target)
+    g = jnp.expand_dims(reduce_vjp(cotangent, reduction, _per_sample_count(input)), -1)
+    active = (counted & (z > 0)).astype(input.dtype)
+    d_input = active.sum(-2) - (onehot.astype(input.dtype) * active.sum(-1, keepdims=True)).sum(-2)
+    return d_input / input.shape[-1] * g, None
+
+
+multilabel_margin_loss_custom_vjp = jax.custom_vjp(multilabel_margin_loss, nondiff_argnums=(2,))
+multilabel_margin_loss_custom_vjp.defvjp(_multilabel_margin_loss_fwd, _multilabel_margin_loss_bwd)
+autodiff("multilabel_margin_loss", multilabel_margin_loss)
+custom_vjp("multilabel_margin_loss", multilabel_margin_loss_custom_vjp, _multilabel_margin_loss_fwd,
+           _multilabel_margin_loss_bwd)
+
+
+# -- multi_margin_loss -------------------------------------------------------------
+
+def _multi_margin_hinges(input, target, margin):
+    x_target = jnp.take_along_axis(input, target[..., None], axis=-1)
+    return margin - x_target + input, target[..., None] != jnp.arange(input.shape[-1])
+
+
+def multi_margin_loss(input, target, p=1, margin=1.0, weight=None, reduction="mean"):
+    z, wrong = _multi_margin_hinges(input, target, margin)
+    h = jnp.where(wrong, jnp.maximum(z, 0.0), 0.0)
+    per_sample = (h if p == 1 else h * h).sum(-1) / input.shape[-1]
+    if weight is not None:
+        per_sample = per_sample * weight[target]
+    return reduce(per_sample, reduction)
+
+
+def _multi_margin_loss_fwd(input, target, p, margin, weight, reduction):
+    return multi_margin_loss(input, target, p, margin, weight, reduction), (input, target, weight)
+
+
+def _multi_margin_loss_bwd(p, margin, reduction, residuals, cotangent):
+    input, target, weight = residuals
+    z, wrong = _multi_margin_hinges(input, target, margin)
+    slope = jnp.where(wrong & (z > 0), 1.0 if p == 1 else 2.0 * z, 0.0).astype(input.dtype)
+    d_input = slope - jnp.where(wrong, 0.0, slope.sum(-1, keepdims=True))
+    g = reduce_vjp(cotangent, reduction, target.size)
+    if weight is not None:
+        g = g * weight[target]
+    return d_input / input.shape[-1] * jnp.expand_dims(g, -1), None, None
+
+
+multi_margin_loss_custom_vjp = jax.custom_vjp(multi_margin_loss, nondiff_argnums=(2, 3, 5))
+multi_margin_loss_custom_vjp.defvjp(_multi_margin_loss_fwd, _multi_margin_loss_bwd)
+autodiff("multi_margin_loss", multi_margin_loss)
+custom_vjp("multi_margin_loss", multi_margin_loss_custom_vjp, _multi_margin_loss_fwd, _multi_margin_loss_bwd)
+
+
+# -- the built-ins, the outside oracle ---------------------------------------------
+
+def _optax_perceptron_margin_ranking(input1, input2, target, margin=0.0, reduction="mean"):
+    """margin_ranking_loss == perceptron_loss(x1 - x2 - margin * y, y) for y in {-1, 1}."""
+    import optax
+    return reduce(optax.losses.perceptron_loss(input1 - input2 - margin * target, target), reduction)
+
+
+def _optax_sigmoid_bce_soft_margin(input, target, reduction="mean"):
+    """soft_margin_loss == sigmoid_binary_cross_entropy(x, (1 + y) / 2)."""
+    import optax
+    return reduce(optax.losses.sigmoid_binary_cross_entropy(input, (1.0 + target) / 2.0), reduction)
+
+
+def _optax_sigmoid_bce_multilabel(input, target, weight=None, reduction="mean"):
+    """multilabel_soft_margin_loss == (w * sigmoid_binary_cross_entropy(x, y)).mean(-1)."""
+    import optax
+    elementwise = optax.losses.sigmoid_binary_cross_entropy(input, target)
+    if weight is not None:
+        elementwise = elementwise * weight
+    return reduce(elementwise.mean(axis=-1), reduction)
+
+
+builtin("margin_ranking_loss", _optax_perceptron_margin_ranking)
+builtin("soft_margin_loss", _optax_sigmoid_bce_soft_margin)
+builtin("multilabel_soft_margin_loss", _optax_sigmoid_bce_multilabel)
