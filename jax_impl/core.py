@@ -45,7 +45,10 @@ def describe(name: str, x) -> checks.ArrayInfo:
             return None
         return float(v.min()), float(v.max())
 
-    return checks.ArrayInfo(name, tuple(x.shape), _kind(x.dtype), str(np.dtype(x.dtype)), bounds)
+    def values():
+        return None if isinstance(x, jax.core.Tracer) else np.asarray(x)
+
+    return checks.ArrayInfo(name, tuple(x.shape), _kind(x.dtype), str(np.dtype(x.dtype)), bounds, values)
 
 
 def validate(name: str, inputs: tuple, kw: dict) -> tuple[tuple, dict]:
@@ -91,3 +94,13 @@ def builtin(name: str, fn) -> None:
     if name in BUILTINS:
         raise ValueError(f"JAX built-in for {name!r} is registered twice")
     BUILTINS[name] = fn
+
+
+def keras():
+    """Keras 3 on the JAX backend, for the adapters of Keras's losses (a test dependency)."""
+    import os
+    os.environ.setdefault("KERAS_BACKEND", "jax")
+    import keras as keras_module
+    if keras_module.backend.backend() != "jax":
+        raise NotImplementedError(f"Keras runs on {keras_module.backend.backend()}; the oracle needs KERAS_BACKEND=jax")
+    return keras_module
