@@ -141,6 +141,15 @@ class LossSpec:
     xfails: tuple[XFail, ...] = ()
     bad_inputs: tuple[BadInput, ...] = ()
     alias_of: str | None = None
+    # Array hyperparameters that get a gradient whenever they are given (``linear_bias``, which
+    # torch takes as an optional keyword). Their gradients follow the inputs' gradients, in this
+    # order, in ``reference.vjp`` and in every matrix cell; None means absent and gets none.
+    differentiable_params: tuple[str, ...] = ()
+    # Cases whose gradient is, by the loss's definition, not the derivative of its forward (a
+    # clamp under ``no_grad`` that the gradient passes straight through). The parity matrix runs
+    # them like any case (every implementation against the reference VJP); the checks that
+    # iterate ``cases`` with finite differences (reference VJP, gradcheck, check_grads) cannot.
+    straight_through_cases: tuple[Case, ...] = ()
 
     @property
     def defaults(self) -> dict[str, Any]:
@@ -167,15 +176,25 @@ class LossSpec:
             kw[key] = _cast_float(value.draw(rng, inputs), dtype) if isinstance(value, Sampled) else value
         return inputs, kw
 
+    @property
+    def matrix_cases(self) -> tuple[Case, ...]:
+        """The cases the parity matrix runs: ``cases``, then ``straight_through_cases``."""
+        return self.cases + self.straight_through_cases
+
     def case(self, case: Case | str | None) -> Case:
         if isinstance(case, Case):
             return case
         if case is None:
             return self.cases[0]
-        for c in self.cases:
+        for c in self.matrix_cases:
             if c.name == case:
                 return c
-        raise KeyError(f"{self.name} has no case {case!r}; its cases are {[c.name for c in self.cases]}")
+        raise KeyError(f"{self.name} has no case {case!r}; its cases are {[c.name for c in self.matrix_cases]}")
+
+    def gradient_names(self, kw: dict) -> tuple[str, ...]:
+        """What gets a gradient under ``kw``: the differentiable inputs, then the differentiable
+        array hyperparameters that ``kw`` gives (not None)."""
+        return self.differentiable + tuple(p for p in self.differentiable_params if kw.get(p) is not None)
 
     def case_reductions(self, case: Case) -> tuple[str, ...]:
         return case.reductions or self.reductions
@@ -212,6 +231,12 @@ def register(spec: LossSpec) -> LossSpec:
     missing = set(spec.differentiable) - set(spec.inputs)
     if missing:
         raise ValueError(f"{spec.name}: differentiable inputs {sorted(missing)} are not among its inputs")
+    missing = set(spec.differentiable_params) - set(spec.array_params)
+    if missing:
+        raise ValueError(f"{spec.name}: differentiable_params {sorted(missing)} are not among its array_params")
+    names = [c.name for c in spec.matrix_cases]
+    if len(names) != len(set(names)):
+        raise ValueError(f"{spec.name}: case names must be unique; got {names}")
     _REGISTRY[spec.name] = spec
     return spec
 

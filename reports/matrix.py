@@ -64,7 +64,7 @@ def cells(losses=None, variants=None, dtypes=None, devices=("cpu",)) -> list[Cel
     out = []
     for name in losses or reference.names():
         spec = reference.get(name)
-        for case in spec.cases:
+        for case in spec.matrix_cases:
             for reduction in spec.case_reductions(case):
                 for variant in variants or VARIANTS:
                     for dtype in dtypes or DTYPES:
@@ -88,7 +88,11 @@ def _jax_has_gpu() -> bool:
         return False
 
 
-def seed_for(loss: str, case: str) -> int:
+def seed_for(loss: str, case: str, seed: int = 0) -> int:
+    """The seed of a (loss, case)'s inputs; ``seed`` (``lossparity report --seed``) picks
+    another draw, and 0 is the draw the tests use."""
+    if seed:
+        return zlib.crc32(f"{seed}/{loss}/{case}".encode())
     return zlib.crc32(f"{loss}/{case}".encode())
 
 
@@ -101,12 +105,12 @@ class Drawn:
     cotangent: np.ndarray  # rounded to the cell's dtype
 
 
-def draw(spec, case_name: str, reduction: str, dtype: str) -> Drawn:
-    rng = np.random.default_rng(seed_for(spec.name, case_name))
+def draw(spec, case_name: str, reduction: str, dtype: str, seed: int = 0) -> Drawn:
+    rng = np.random.default_rng(seed_for(spec.name, case_name, seed))
     inputs, kw = spec.draw(rng, case_name, getattr(np, dtype))
     kw = {**kw, "reduction": reduction}
     shape = np.shape(reference.loss(spec.name, *_as64(inputs), **_as64(kw)))
-    cot_rng = np.random.default_rng(seed_for(spec.name, case_name) + 1)
+    cot_rng = np.random.default_rng(seed_for(spec.name, case_name, seed) + 1)
     cotangent = cot_rng.standard_normal(shape).astype(dtype)
     return Drawn(inputs, kw, cotangent)
 
@@ -134,16 +138,19 @@ def expected(spec, d: Drawn) -> tuple[np.ndarray, tuple]:
 # -- running one implementation ---------------------------------------------------
 
 def on_differentiable(fn, spec, arrays: list, kw: dict):
-    """``fn`` as a function of the differentiable inputs alone, the others held fixed."""
+    """``fn`` as a function of what gets a gradient alone (``spec.gradient_names(kw)``: the
+    differentiable inputs, then the differentiable array hyperparameters given), the others
+    held fixed."""
     positions = [spec.inputs.index(n) for n in spec.differentiable]
+    params = list(spec.gradient_names(kw)[len(positions):])
 
     def call(*diff):
         full = list(arrays)
         for p, x in zip(positions, diff):
             full[p] = x
-        return fn(*full, **kw)
+        return fn(*full, **{**kw, **dict(zip(params, diff[len(positions):]))})
 
-    return call, [arrays[p] for p in positions]
+    return call, [arrays[p] for p in positions] + [kw[k] for k in params]
 
 
 def _framework_kw(kw: dict, framework: str, to_array) -> dict:
@@ -202,6 +209,22 @@ def errors(actual: np.ndarray, expected: np.ndarray) -> tuple[float, float]:
     return float(diff.max()), float(rel.max())
 
 
+def tolerance_ratio(actual: np.ndarray, expected: np.ndarray, rtol: float, atol: float) -> float:
+    """The largest ``|actual - expected| / (atol + rtol |expected|)``: the comparison passes
+    where it is at most 1. NaN where both are NaN, and equal infinities, count as equal."""
+    if actual.shape != expected.shape:
+        return float("inf")
+    if actual.size == 0:
+        return 0.0
+    both_nan = np.isnan(actual) & np.isnan(expected)
+    same_inf = np.isinf(expected) & (actual == expected)
+    with np.errstate(invalid="ignore"):
+        diff = np.where(both_nan | same_inf, 0.0, np.abs(actual - expected))
+        diff = np.where(np.isnan(diff), np.inf, diff)
+        allowed = atol + rtol * np.abs(np.where(np.isfinite(expected), expected, 0.0))
+        return float(np.max(diff / allowed))
+
+
 def close(actual: np.ndarray, expected: np.ndarray, rtol: float, atol: float) -> bool:
     return actual.shape == expected.shape and bool(np.all(np.isclose(actual, expected, rtol=rtol, atol=atol,
                                                                       equal_nan=True)))
@@ -234,33 +257,36 @@ def compare(cell: Cell, value, grads, want_value, want_grads) -> Result:
     rtol, atol = TOLERANCES[cell.dtype]
     v_abs, v_rel = errors(value, want_value)
     g_errs = [errors(g, w) for g, w in zip(grads, want_grads)] or [(0.0, 0.0)]
-    ok = close(value, want_value, rtol, atol) and all(close(g, w, rtol, atol) for g, w in zip(grads, want_grads))
+    ok = (close(value, want_value, rtol, atol) and len(grads) == len(want_grads)
+          and all(close(g, w, rtol, atol) for g, w in zip(grads, want_grads)))
     return Result(cell, v_abs, v_rel, max(e[0] for e in g_errs), max(e[1] for e in g_errs), rtol, atol, ok)
 
 
-def run_cell(cell: Cell) -> Result:
+def run_cell(cell: Cell, seed: int = 0) -> Result:
     spec = reference.get(cell.loss)
-    d = draw(spec, cell.case, cell.reduction, cell.dtype)
+    d = draw(spec, cell.case, cell.reduction, cell.dtype, seed)
     want_value, want_grads = expected(spec, d)
     fn = implementation(cell.variant, cell.loss)
     runner = run_torch if cell.framework == "torch" else run_jax
     value, grads = runner(fn, spec, d, cell.device)
     result = compare(cell, value, grads, want_value, want_grads)
     if not result.passed:
-        result.detail = describe_failure(spec, cell, value, grads, want_value, want_grads)
+        result.detail = describe_failure(spec, cell, value, grads, want_value, want_grads, seed,
+                                         spec.gradient_names(d.kw))
     return result
 
 
 # -- reproducers -------------------------------------------------------------------
 
-def reproducer(cell: Cell) -> str:
+def reproducer(cell: Cell, seed: int = 0) -> str:
     """Python that rebuilds the cell's inputs and calls the implementation, standalone."""
     if cell.framework == "torch":
-        head = "import torch\nimport reference, torch_impl\nfrom reports.matrix import draw, expected, torch_arrays"
-        call = (f"xs, kw = torch_arrays(d, {cell.device!r})\n"
-                f"fn = torch_impl.get({cell.loss!r}, {cell.variant!r})\n"
-                "diff = [x.requires_grad_() for x, n in zip(xs, spec.inputs) if n in spec.differentiable]\n"
-                "out = fn(*xs, **kw)\n"
+        head = ("import torch\nimport reference, torch_impl\n"
+                "from reports.matrix import draw, expected, on_differentiable, torch_arrays")
+        call = (f"fn = torch_impl.get({cell.loss!r}, {cell.variant!r})\n"
+                f"f, primals = on_differentiable(fn, spec, *torch_arrays(d, {cell.device!r}))\n"
+                "diff = [p.requires_grad_() for p in primals]\n"
+                "out = f(*diff)\n"
                 "grads = torch.autograd.grad(out, diff, torch.as_tensor(d.cotangent))")
     else:
         head = "import jax\nimport reference, jax_impl\nfrom reports.matrix import draw, expected, jax_arrays, on_differentiable"
@@ -270,21 +296,52 @@ def reproducer(cell: Cell) -> str:
                 "grads = pullback(jax.numpy.asarray(d.cotangent))")
     return (f"{head}\n"
             f"spec = reference.get({cell.loss!r})\n"
-            f"d = draw(spec, {cell.case!r}, {cell.reduction!r}, {cell.dtype!r})  # seeded from loss and case\n"
+            f"d = draw(spec, {cell.case!r}, {cell.reduction!r}, {cell.dtype!r}{f', seed={seed}' if seed else ''})"
+            "  # seeded from loss and case\n"
             f"{call}\n"
             "want_value, want_grads = expected(spec, d)  # the reference, in float64")
 
 
-def describe_failure(spec, cell, value, grads, want_value, want_grads) -> str:
+def describe_failure(spec, cell, value, grads, want_value, want_grads, seed: int = 0, names=None) -> str:
     rtol, atol = TOLERANCES[cell.dtype]
     lines = [f"cell {cell.id} disagrees with the reference (rtol={rtol}, atol={atol})"]
+    if len(grads) != len(want_grads):
+        lines.append(f"  {len(grads)} gradients, the reference has {len(want_grads)}")
     parts = [("value", value, want_value)] + [(f"grad[{n}]", g, w)
-                                              for n, g, w in zip(spec.differentiable, grads, want_grads)]
+                                              for n, g, w in zip(names or spec.differentiable, grads, want_grads)]
     for what, got, want in parts:
         if not close(got, want, rtol, atol):
             a, r = errors(got, want)
             lines.append(f"  {what}: abs err {a:.3g}, rel err {r:.3g}, shape {got.shape} vs {want.shape}")
             lines.append(f"    got      {np.array2string(np.ravel(got)[:6], precision=8)}")
             lines.append(f"    expected {np.array2string(np.ravel(want)[:6], precision=8)}")
-    lines.append("reproduce with:\n" + reproducer(cell))
+    lines.append("reproduce with:\n" + reproducer(cell, seed))
     return "\n".join(lines)
+
+
+# -- the reference against finite differences --------------------------------------
+
+# Central differences with step h have truncation error O(h^2 f''') ~ 1e-12 and rounding
+# error O(eps / h) ~ 1e-10 for the O(1) losses the samplers draw: 1e-6 leaves a margin.
+FD_STEP, FD_RTOL, FD_ATOL = 1e-6, 1e-6, 1e-7
+
+
+def finite_difference_vjp(name, inputs, kw, cotangent, step: float = FD_STEP):
+    """The VJP of the reference forward by central differences in float64, one array per
+    differentiable input (``step`` on each element in turn). The tests and the report's
+    ``reference`` rows share it."""
+    spec = reference.get(name)
+    grads = []
+    for input_name in spec.differentiable:
+        i = spec.inputs.index(input_name)
+        x = inputs[i]
+        grad = np.zeros_like(x)
+        for j in np.ndindex(x.shape):
+            def at(delta):
+                moved = list(inputs)
+                moved[i] = x.copy()
+                moved[i][j] += delta
+                return np.sum(cotangent * reference.loss(name, *moved, **kw))
+            grad[j] = (at(step) - at(-step)) / (2 * step)
+        grads.append(grad)
+    return grads

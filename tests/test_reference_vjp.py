@@ -4,30 +4,10 @@ import numpy as np
 import pytest
 
 import reference
-from reports.matrix import draw
+# Step 1e-6, rtol 1e-6, atol 1e-7; the helper and its tolerances live in reports/matrix.py,
+# where the report's `reference` rows use them too.
+from reports.matrix import FD_ATOL as ATOL, FD_RTOL as RTOL, draw, finite_difference_vjp
 from cases import loss_case_reduction
-
-# Central differences with step h have truncation error O(h^2 f''') ~ 1e-12 and rounding
-# error O(eps / h) ~ 1e-10 for the O(1) losses the samplers draw: 1e-6 leaves a margin.
-STEP, RTOL, ATOL = 1e-6, 1e-6, 1e-7
-
-
-def finite_difference_vjp(name, inputs, kw, cotangent):
-    spec = reference.get(name)
-    grads = []
-    for input_name in spec.differentiable:
-        i = spec.inputs.index(input_name)
-        x = inputs[i]
-        grad = np.zeros_like(x)
-        for j in np.ndindex(x.shape):
-            def at(delta):
-                moved = list(inputs)
-                moved[i] = x.copy()
-                moved[i][j] += delta
-                return np.sum(cotangent * reference.loss(name, *moved, **kw))
-            grad[j] = (at(STEP) - at(-STEP)) / (2 * STEP)
-        grads.append(grad)
-    return grads
 
 
 @pytest.mark.parametrize("name, case, reduction", loss_case_reduction())

@@ -42,7 +42,13 @@ def describe(name: str, x) -> checks.ArrayInfo:
         lo, hi = torch.aminmax(v)
         return lo.item(), hi.item()
 
-    return checks.ArrayInfo(name, tuple(x.shape), kind, str(x.dtype).removeprefix("torch."), bounds)
+    def values():
+        if _transforms_active():
+            return None
+        v = x.detach().cpu()
+        return (v.float() if v.dtype == torch.bfloat16 else v).numpy()
+
+    return checks.ArrayInfo(name, tuple(x.shape), kind, str(x.dtype).removeprefix("torch."), bounds, values)
 
 
 def validate(name: str, inputs: tuple, kw: dict) -> dict:

@@ -1,1 +1,131 @@
-"""linear_cross_entropy: a linear layer fused with cross entropy (filled in by its family)."""
+"""linear_cross_entropy in torch: a linear layer fused with cross entropy.
+
+Reads as ``reference/linear.py``. With ``chunk_size`` both variants walk the rows in
+chunks and never hold the whole ``(N, V)`` logits: the ``module`` variant
+recomputes each chunk's logits in the backward (``torch.utils.checkpoint``), the
+``function`` variant's hand-written backward does the same, chunk by chunk,
+accumulating the gradients of ``linear_weight`` and ``linear_bias``.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
+
+from reference.linear import DEFAULT_IGNORE_INDEX
+from reference.reductions import reduce, reduce_vjp
+from .core import builtin, function, module
+
+
+def _batched(input, target):
+    """An unbatched ``input`` (H,) with a 0-d target is a batch of one."""
+    return (input, target) if input.dim() == 2 else (input[None], target[None])
+
+
+def _chunks(n: int, chunk_size):
+    """Row slices of at most ``chunk_size`` rows (one slice for None)."""
+    step = max(n, 1) if chunk_size is None else chunk_size
+    return [slice(start, min(start + step, n)) for start in range(0, max(n, 1), step)]
+
+
+def _class_terms(target, weight, num_classes, ignore_index, like):
+    """The mask of rows that count, safe class indices, the class weights w and w_y per row."""
+    ignore = DEFAULT_IGNORE_INDEX if ignore_index is None else ignore_index
+    mask = target != ignore
+    safe = torch.where(mask, target, 0)
+    w = torch.ones(num_classes, dtype=like.dtype, device=like.device) if weight is None else weight
+    return mask, safe, w, torch.where(mask, w[safe], 0.0)
+
+
+def _logits(x, linear_weight, linear_bias):
+    return F.linear(x, linear_weight, linear_bias)
+
+
+def _rows(x, linear_weight, linear_bias, target, weight, ignore_index, label_smoothing):
+    """The per-row losses of one chunk of rows."""
+    num_classes = linear_weight.shape[0]
+    logp = torch.log_softmax(_logits(x, linear_weight, linear_bias), dim=-1)
+    mask, safe, w, w_y = _class_terms(target, weight, num_classes, ignore_index, x)
+    nll = -logp.gather(-1, safe[:, None])[:, 0]
+    smooth = -(logp * w).sum(-1)
+    eps = label_smoothing
+    return torch.where(mask, (1 - eps) * w_y * nll + eps / num_classes * smooth, 0.0)
+
+
+def _finish(rows, input, target, weight, linear_weight, reduction, ignore_index):
+    _, _, _, w_y = _class_terms(_batched(input, target)[1], weight, linear_weight.shape[0], ignore_index, input)
+    return reduce(rows if input.dim() == 2 else rows[0], reduction, w_y.sum())
+
+
+def linear_cross_entropy(input, linear_weight, target, *, linear_bias=None, weight=None, reduction="mean",
+                         ignore_index=None, label_smoothing=0.0, chunk_size=None):
+    x, t = _batched(input, target)
+    if chunk_size is None:
+        rows = _rows(x, linear_weight, linear_bias, t, weight, ignore_index, label_smoothing)
+    else:  # each chunk's logits are recomputed in the backward, not kept
+        rows = torch.cat([checkpoint(_rows, x[s], linear_weight, linear_bias, t[s], weight, ignore_index,
+                                     label_smoothing, use_reentrant=False) for s in _chunks(len(t), chunk_size)])
+    return _finish(rows, input, target, weight, linear_weight, reduction, ignore_index)
+
+
+class LinearCrossEntropyFunction(torch.autograd.Function):
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(input, linear_weight, target, linear_bias, weight, reduction, ignore_index, label_smoothing,
+                chunk_size):
+        x, t = _batched(input, target)
+        rows = torch.cat([_rows(x[s], linear_weight, linear_bias, t[s], weight, ignore_index, label_smoothing)
+                          for s in _chunks(len(t), chunk_size)])
+        return _finish(rows, input, target, weight, linear_weight, reduction, ignore_index)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        (input, linear_weight, target, linear_bias, weight,
+         ctx.reduction, ctx.ignore_index, ctx.label_smoothing, ctx.chunk_size) = inputs
+        ctx.save_for_backward(input, linear_weight, target, linear_bias, weight)
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        input, linear_weight, target, linear_bias, weight = ctx.saved_tensors
+        x, t = _batched(input, target)
+        num_classes, eps = linear_weight.shape[0], ctx.label_smoothing
+        mask, safe, w, w_y = _class_terms(t, weight, num_classes, ctx.ignore_index, x)
+        g = reduce_vjp(grad_output, ctx.reduction, t.numel(), w_y.sum())
+        g = (g.reshape(-1) if ctx.reduction == "none" else g.expand(t.shape)) * mask  # one per row
+        d_input, d_weight, d_bias = [], torch.zeros_like(linear_weight), None
+        if linear_bias is not None:
+            d_bias = torch.zeros_like(linear_bias)
+        for s in _chunks(len(t), ctx.chunk_size):
+            p = torch.softmax(_logits(x[s], linear_weight, linear_bias), dim=-1)
+            onehot = F.one_hot(safe[s], num_classes).to(p.dtype)
+            delta = (p * ((1 - eps) * w_y[s] + eps / num_classes * w.sum())[:, None]
+                     - (1 - eps) * w_y[s][:, None] * onehot - eps / num_classes * w)
+            d_logits = g[s][:, None] * delta
+            d_input.append(d_logits @ linear_weight)
+            d_weight = d_weight + d_logits.T @ x[s]
+            if d_bias is not None:
+                d_bias = d_bias + d_logits.sum(0)
+        return (torch.cat(d_input).reshape(input.shape), d_weight, None, d_bias, None, None, None, None, None)
+
+
+LinearCrossEntropyLoss = module("linear_cross_entropy", "LinearCrossEntropyLoss", linear_cross_entropy)
+linear_cross_entropy_function = function("linear_cross_entropy", LinearCrossEntropyFunction)
+
+
+# -- the built-in, the outside oracle -----------------------------------------------
+
+def _torch_linear_cross_entropy(input, linear_weight, target, linear_bias=None, weight=None, reduction="mean",
+                                ignore_index=None, label_smoothing=0.0, chunk_size=None):
+    """torch's own, with ``chunk_size`` mapped to ``options``; its chunked path takes no label
+    smoothing (it would warn and fall back), so smoothing runs unchunked."""
+    options = None
+    if chunk_size is not None and label_smoothing == 0.0:
+        options = torch.nn.LinearCrossEntropyOptions(batch_chunk_size=chunk_size, chunking_method=None)
+    return F.linear_cross_entropy(input, linear_weight, target, linear_bias=linear_bias, weight=weight,
+                                  reduction=reduction, ignore_index=ignore_index, label_smoothing=label_smoothing,
+                                  options=options)
+
+
+builtin("linear_cross_entropy", _torch_linear_cross_entropy)
