@@ -150,6 +150,9 @@ class LossSpec:
     # them like any case (every implementation against the reference VJP); the checks that
     # iterate ``cases`` with finite differences (reference VJP, gradcheck, check_grads) cannot.
     straight_through_cases: tuple[Case, ...] = ()
+    # For an alias (see ``Alias`` and ``alias_spec``): how its arguments become its target's.
+    # ``alias_of`` names the target; specs built by ``alias_spec`` set both.
+    alias: "Alias | None" = None
 
     @property
     def defaults(self) -> dict[str, Any]:
@@ -215,6 +218,100 @@ class LossSpec:
             if x.matches(variant, dtype, case, reduction):
                 return x.reason
         return None
+
+
+# -- aliases ---------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Alias:
+    """How an alias's arguments become its target's: the same mathematics as the registered
+    loss ``target`` under another library's name (optax's ``squared_error`` is ``mse_loss``),
+    implemented once, by the target.
+
+    ``inputs`` maps each of the alias's inputs, in the alias's call order, to the target's
+    input it becomes (it must cover every input of the target). ``hyperparameters`` are the
+    alias's own, with the alias's defaults (a library-named alias defaults to
+    ``reduction="none"``); ``rename`` maps those whose name differs in the target; ``fixed``
+    holds target hyperparameters that the alias does not expose; every other target
+    hyperparameter keeps the target's default.
+    """
+
+    target: str
+    inputs: dict[str, str]
+    hyperparameters: dict[str, Any]
+    rename: dict[str, str] = field(default_factory=dict)
+    fixed: dict[str, Any] = field(default_factory=dict)
+
+    def target_name(self, name: str) -> str:
+        """The target's name of one of the alias's inputs or hyperparameters."""
+        return self.inputs.get(name) or self.rename.get(name, name)
+
+    def arguments(self, inputs: tuple, kw: dict) -> tuple[tuple, dict]:
+        """The target's inputs, in the target's order, and all its hyperparameters, in its
+        signature order, from the alias's ``inputs`` (its order) and ``kw``. The values pass
+        through untouched, so this serves NumPy, torch and JAX arrays, and the ``ArrayInfo``
+        descriptions the checks receive, alike."""
+        target = get(self.target)
+        by_name = {self.inputs[a]: x for a, x in zip(self.inputs, inputs)}
+        given = {**target.defaults, **{self.target_name(k): v for k, v in kw.items()}, **self.fixed}
+        return tuple(by_name[n] for n in target.inputs), {k: given[k] for k in target.defaults}
+
+
+def alias_spec(name: str, family: str, alias: Alias, doc: str, **fields) -> LossSpec:
+    """The ``LossSpec`` of an alias: forward, VJP and checks are the target's, reached through
+    ``alias.arguments``, so error messages name the alias's own arguments (the target's checks
+    name an array by its ``ArrayInfo.name``). The sampler is the target's, its draws put in the
+    alias's input order, unless ``fields`` gives one. ``doc`` is the alias's docstring (formula
+    and mapping). ``fields`` are the other ``LossSpec`` fields (cases, bad_inputs, builtins,
+    differences, ...). torch_impl's and jax_impl's ``alias`` register the variants."""
+    target = get(alias.target)
+    if sorted(alias.inputs.values()) != sorted(target.inputs):
+        raise ValueError(f"alias {name}: inputs {alias.inputs} must map onto every input of {target.name} "
+                         f"{target.inputs} once")
+    unknown = [k for k in list(alias.hyperparameters) + list(alias.fixed)
+               if alias.target_name(k) not in target.defaults]
+    if unknown:
+        raise ValueError(f"alias {name}: {unknown} are not hyperparameters of {target.name}")
+    from_target = {t: a for a, t in alias.inputs.items()}
+    from_target.update({alias.target_name(k): k for k in alias.hyperparameters})
+    P = inspect.Parameter
+    signature = inspect.Signature([P(a, P.POSITIONAL_OR_KEYWORD) for a in alias.inputs] +
+                                  [P(k, P.POSITIONAL_OR_KEYWORD, default=v) for k, v in alias.hyperparameters.items()])
+
+    def forward(*inputs, **kw):
+        t_inputs, t_kw = alias.arguments(inputs, kw)
+        return target.forward(*t_inputs, **t_kw)
+
+    def vjp_fn(cotangent, *inputs, **kw):
+        t_inputs, t_kw = alias.arguments(inputs, kw)
+        grads = dict(zip(target.gradient_names(t_kw), target.vjp_fn(cotangent, *t_inputs, **t_kw)))
+        return tuple(grads[alias.target_name(n)] for n in spec.gradient_names(kw))
+
+    def check(args: dict) -> None:
+        inputs = tuple(args[a] for a in alias.inputs)
+        t_inputs, t_kw = alias.arguments(inputs, {k: v for k, v in args.items() if k not in alias.inputs})
+        target.check({**dict(zip(target.inputs, t_inputs)), **t_kw})
+
+    def sampler(rng, **options):
+        drawn = dict(zip(target.inputs, target.sampler(rng, **options)))
+        return tuple(drawn[alias.inputs[a]] for a in alias.inputs)
+
+    forward.__name__ = forward.__qualname__ = name
+    forward.__signature__ = signature
+    forward.__doc__ = doc
+    forward.__wrapped__ = target.forward  # ``lossparity show`` prints the one implementation
+    vjp_fn.__name__ = vjp_fn.__qualname__ = f"{name}_vjp"
+    vjp_fn.__doc__ = (f"The VJP of ``{target.name}`` (its arguments mapped as in the forward):\n\n"
+                      + (inspect.getdoc(target.vjp_fn) or ""))
+    vjp_fn.__wrapped__ = target.vjp_fn
+    fields.setdefault("sampler", sampler)
+    fields.setdefault("differentiable", tuple(from_target[t] for t in target.differentiable if t in from_target))
+    fields.setdefault("array_params", tuple(from_target[t] for t in target.array_params if t in from_target))
+    fields.setdefault("differentiable_params",
+                      tuple(from_target[t] for t in target.differentiable_params if t in from_target))
+    spec = LossSpec(name=name, family=family, forward=forward, vjp_fn=vjp_fn, inputs=tuple(alias.inputs),
+                    check=check, alias_of=target.name, alias=alias, **fields)
+    return spec
 
 
 def _cast_float(x, dtype):
