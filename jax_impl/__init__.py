@@ -7,7 +7,7 @@ Importing jax_impl does not change ``jax_enable_x64``; float64 inputs need it on
 """
 
 from .core import BUILTINS, IMPLEMENTATIONS
-from . import regression, classification, custom, linear, margin, metric, sequence  # noqa: F401  (each family registers its losses)
+from . import regression, classification, custom, linear, margin, metric, sequence, segmentation  # noqa: F401  (each family registers its losses)
 
 VARIANTS = IMPLEMENTATIONS.variants
 

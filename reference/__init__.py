@@ -15,7 +15,7 @@ import numpy as np
 from . import checks
 from .spec import (BadInput, Case, Difference, LossSpec, PerFramework, Sampled, XFail, get, names, register,
                    replace_input, set_param)
-from . import regression, classification, custom, linear, margin, metric, sequence  # noqa: F401  (each family registers its losses)
+from . import regression, classification, custom, linear, margin, metric, sequence, segmentation  # noqa: F401  (each family registers its losses)
 
 __all__ = ["BadInput", "Case", "Difference", "LossSpec", "PerFramework", "Sampled", "XFail", "get", "names", "register",
            "loss", "vjp", "validate", "checks"]

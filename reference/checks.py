@@ -211,3 +211,56 @@ def finite_number(name: str, value) -> None:
         raise TypeError(f"{name} must be a real number; got {value!r}")
     if not math.isfinite(value):
         raise ValueError(f"{name} must be finite; got {value!r}")
+
+
+# -- added for the margin family, part 2 (optax's and Keras's hinge-type losses) --
+
+def kind_in(a: ArrayInfo, kinds: tuple[str, ...], what: str) -> None:
+    """The array's dtype kind is one of ``kinds`` ("float", "int", "bool")."""
+    if a.kind not in kinds:
+        raise TypeError(f"{a.name} must hold {what} as a {' or '.join(kinds)} array; got dtype {a.dtype}")
+
+
+def signs_or_binary(a: ArrayInfo) -> None:
+    """Keras's hinge labels: every element in {-1, 1}, or every element in {0, 1} (which
+    Keras converts to {-1, 1}). A mix of -1, 0 and 1 is neither; NaN is caught too."""
+    b = a.bounds()
+    if b is None:
+        return
+    if b[0] >= 0:
+        ok = b[1] <= 1 and (a.bounds(0) is None or a.bounds(0)[0] >= 1)
+    else:
+        rest = a.bounds(1)
+        ok = rest is None or (rest[0] == -1 and rest[1] == -1)
+    if not ok:
+        raise ValueError(f"{a.name} must hold labels all in {{-1, 1}} or all in {{0, 1}}; "
+                         f"got values in [{b[0]}, {b[1]}] that are neither")
+
+
+# -- added for the segmentation family (axes to sum over, a named choice) --
+
+def one_of(name: str, value, allowed: tuple) -> None:
+    """A hyperparameter that takes one of a few values (optax's ``reduction`` across classes)."""
+    if not isinstance(value, str) or value not in allowed:
+        raise ValueError(f"{name} must be one of {', '.join(repr(a) for a in allowed)}; got {value!r}")
+
+
+def axes(name: str, value, ndim: int, exclude: int | None = None, what: str = "") -> None:
+    """``None``, an int or a tuple of distinct ints in ``[-ndim, ndim)`` (NumPy's ``axis``).
+
+    A list is a TypeError (JAX's ``nondiff_argnums`` need a hashable value); ``exclude`` is an
+    axis (non-negative) that may not be among them, ``what`` says why.
+    """
+    if value is None:
+        return
+    items = (value,) if isinstance(value, (int, np.integer)) and not isinstance(value, bool) else value
+    if not isinstance(items, tuple) or not all(isinstance(a, (int, np.integer)) and not isinstance(a, bool)
+                                               for a in items):
+        raise TypeError(f"{name} must be None, an int or a tuple of ints; got {value!r}")
+    if not all(-ndim <= a < ndim for a in items):
+        raise ValueError(f"{name} must hold axes in [-{ndim}, {ndim}) for {ndim}-dimensional inputs; got {value!r}")
+    normalized = [int(a) % ndim for a in items]
+    if len(set(normalized)) != len(normalized):
+        raise ValueError(f"{name} must not repeat an axis; got {value!r}")
+    if exclude is not None and exclude in normalized:
+        raise ValueError(f"{name} must not include axis {exclude - ndim} ({exclude}): {what}; got {value!r}")

@@ -6,7 +6,7 @@ the same code runs on CPU and CUDA.
 """
 
 from .core import BUILTINS, IMPLEMENTATIONS, LossModule
-from . import regression, classification, custom, linear, margin, metric, sequence  # noqa: F401  (each family registers its losses)
+from . import regression, classification, custom, linear, margin, metric, sequence, segmentation  # noqa: F401  (each family registers its losses)
 
 VARIANTS = IMPLEMENTATIONS.variants
 
