@@ -65,6 +65,7 @@ def autodiff(name: str, fn):
         return fn(*inputs, **kw)
 
     call.__name__, call.__doc__ = name, fn.__doc__
+    call.implementation = fn
     IMPLEMENTATIONS.add(name, "autodiff", call, (fn,))
     return fn
 
@@ -80,8 +81,34 @@ def custom_vjp(name: str, fn: jax.custom_vjp, fwd, bwd):
         return fn(*inputs, *kw.values())
 
     call.__name__, call.__doc__ = name, fn.fun.__doc__
+    call.implementation = fn
     IMPLEMENTATIONS.add(name, "custom_vjp", call, (fwd, bwd))
     return fn
+
+
+def alias(name: str) -> None:
+    """Both variants of the alias ``name`` (a spec built by ``reference.spec.alias_spec``):
+    validate with the alias's own spec (messages name its arguments), map the arguments with
+    ``spec.alias.arguments``, and call the target's jax.numpy function (``autodiff``) or the
+    target's ``jax.custom_vjp`` (``custom_vjp``). Register the target first."""
+    mapping = reference.get(name).alias
+    for variant in IMPLEMENTATIONS.variants:
+        target = IMPLEMENTATIONS.get(mapping.target, variant)
+        IMPLEMENTATIONS.add(name, variant, _alias_call(name, mapping, target.implementation, variant),
+                            target.sources)
+
+
+def _alias_call(name: str, mapping, fn, variant: str):
+    def call(*inputs, **kw):
+        inputs, kw = validate(name, inputs, kw)
+        t_inputs, t_kw = mapping.arguments(inputs, kw)
+        if variant == "custom_vjp":  # the custom_vjp takes every hyperparameter positionally
+            return fn(*t_inputs, *t_kw.values())
+        return fn(*t_inputs, **t_kw)
+
+    call.__name__, call.__doc__ = name, reference.get(name).doc
+    call.implementation = fn
+    return call
 
 
 # optax's (or Keras's) losses, called with our signature: the outside oracle of the tests

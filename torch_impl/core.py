@@ -83,16 +83,17 @@ class LossModule(nn.Module):
         return ", ".join(f"{k}={v!r}" for k, v in self.hyperparameters.items())
 
 
-def module(name: str, class_name: str, functional) -> type[LossModule]:
+def module(name: str, class_name: str, functional, sources: tuple | None = None) -> type[LossModule]:
     """The ``module`` variant of ``name``: an ``nn.Module`` over ``functional`` (torch ops,
-    autograd does the backward)."""
+    autograd does the backward). ``sources`` (default ``(functional,)``) is what ``lossparity
+    show`` prints."""
     cls = type(class_name, (LossModule,), {"loss_name": name, "functional": staticmethod(functional),
                                            "__doc__": functional.__doc__, "__module__": functional.__module__})
 
     def call(*inputs, **kw):
         return cls(**kw)(*inputs)
 
-    IMPLEMENTATIONS.add(name, "module", call, (functional,))
+    IMPLEMENTATIONS.add(name, "module", call, (functional,) if sources is None else sources)
     call.module_class = cls
     return cls
 
@@ -108,7 +109,41 @@ def function(name: str, fn_class: type[torch.autograd.Function]):
 
     call.__name__ = name
     call.__doc__ = fn_class.__doc__
+    call.function_class = fn_class
     return IMPLEMENTATIONS.add(name, "function", call, (fn_class,))
+
+
+def alias(name: str, class_name: str) -> type[LossModule]:
+    """Both variants of the alias ``name`` (a spec built by ``reference.spec.alias_spec``):
+    validate with the alias's own spec (messages name its arguments), map the arguments with
+    ``spec.alias.arguments``, and run the target's functional (``module``) or the target's
+    ``autograd.Function`` (``function``). Register the target first."""
+    spec = reference.get(name)
+    mapping = spec.alias
+    target_module = IMPLEMENTATIONS.get(mapping.target, "module")
+    target_function = IMPLEMENTATIONS.get(mapping.target, "function")
+    target_functional = target_module.module_class.functional
+
+    def functional(*inputs, **kw):
+        t_inputs, t_kw = mapping.arguments(inputs, kw)
+        return target_functional(*t_inputs, **t_kw)
+
+    functional.__name__ = name
+    functional.__doc__ = spec.doc
+    functional.__module__ = target_functional.__module__
+    cls = module(name, class_name, functional, sources=target_module.sources)
+    fn_class = target_function.function_class
+
+    def call(*inputs, **kw):
+        kw = validate(name, inputs, kw)
+        t_inputs, t_kw = mapping.arguments(inputs, kw)
+        return fn_class.apply(*t_inputs, *t_kw.values())
+
+    call.__name__ = name
+    call.__doc__ = spec.doc
+    call.function_class = fn_class
+    IMPLEMENTATIONS.add(name, "function", call, target_function.sources)
+    return cls
 
 
 # The framework's own losses, called with our signature: the outside oracle of the tests
