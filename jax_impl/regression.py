@@ -1,5 +1,6 @@
 """Regression losses in JAX: l1_loss, mse_loss, huber_loss, smooth_l1_loss,
-poisson_nll_loss, gaussian_nll_loss.
+poisson_nll_loss, gaussian_nll_loss; squared_error (an alias of mse_loss), l2_loss,
+log_cosh; mean_absolute_percentage_error, mean_squared_logarithmic_error, poisson.
 
 Each loss reads as in ``reference/regression.py``: a jax.numpy function (the
 ``autodiff`` variant) and a ``jax.custom_vjp`` whose backward is the reference's VJP.
@@ -13,7 +14,7 @@ import jax
 import jax.numpy as jnp
 
 from reference.reductions import reduce, reduce_vjp
-from .core import autodiff, builtin, custom_vjp
+from .core import alias, autodiff, builtin, custom_vjp, keras
 
 
 def _weighted(elementwise, weight):
@@ -236,3 +237,187 @@ def _optax_huber_loss(input, target, reduction="mean", delta=1.0, weight=None):
 
 builtin("mse_loss", _optax_squared_error)
 builtin("huber_loss", _optax_huber_loss)
+
+
+# ==================================================================================
+# Part 2: optax's and Keras's regression losses (see reference/regression.py). Keras's
+# average over the last axis: one value per row.
+# ==================================================================================
+
+KERAS_EPSILON = 1e-7
+_LOG_2 = math.log(2.0)
+
+
+def _rows(x):
+    return x.size // x.shape[-1] if x.shape[-1] else 0
+
+
+# -- squared_error (optax): an alias of mse_loss -------------------------------------
+
+alias("squared_error")
+
+
+# -- l2_loss (optax) ---------------------------------------------------------------
+
+def l2_loss(predictions, targets, reduction="none"):
+    d = predictions - targets
+    return reduce(0.5 * d * d, reduction)
+
+
+def _l2_loss_fwd(predictions, targets, reduction):
+    return l2_loss(predictions, targets, reduction), (predictions, targets)
+
+
+def _l2_loss_bwd(reduction, residuals, cotangent):
+    predictions, targets = residuals
+    g = reduce_vjp(cotangent, reduction, predictions.size)
+    d_predictions = (predictions - targets) * g
+    return d_predictions, -d_predictions
+
+
+l2_loss_custom_vjp = jax.custom_vjp(l2_loss, nondiff_argnums=(2,))
+l2_loss_custom_vjp.defvjp(_l2_loss_fwd, _l2_loss_bwd)
+autodiff("l2_loss", l2_loss)
+custom_vjp("l2_loss", l2_loss_custom_vjp, _l2_loss_fwd, _l2_loss_bwd)
+
+
+# -- log_cosh (optax) --------------------------------------------------------------
+
+def log_cosh(predictions, targets, reduction="none"):
+    d = predictions - targets
+    return reduce(jnp.logaddexp(d, -d) - _LOG_2, reduction)
+
+
+def _log_cosh_fwd(predictions, targets, reduction):
+    return log_cosh(predictions, targets, reduction), (predictions, targets)
+
+
+def _log_cosh_bwd(reduction, residuals, cotangent):
+    predictions, targets = residuals
+    g = reduce_vjp(cotangent, reduction, predictions.size)
+    d_predictions = jnp.tanh(predictions - targets) * g
+    return d_predictions, -d_predictions
+
+
+log_cosh_custom_vjp = jax.custom_vjp(log_cosh, nondiff_argnums=(2,))
+log_cosh_custom_vjp.defvjp(_log_cosh_fwd, _log_cosh_bwd)
+autodiff("log_cosh", log_cosh)
+custom_vjp("log_cosh", log_cosh_custom_vjp, _log_cosh_fwd, _log_cosh_bwd)
+
+
+# -- mean_absolute_percentage_error (Keras) ----------------------------------------
+
+def mean_absolute_percentage_error(y_true, y_pred, reduction="none"):
+    y = y_true.astype(y_pred.dtype)
+    per = jnp.abs((y - y_pred) / jnp.maximum(jnp.abs(y), KERAS_EPSILON))
+    return reduce(100.0 * per.mean(-1), reduction)
+
+
+def _mean_absolute_percentage_error_fwd(y_true, y_pred, reduction):
+    return mean_absolute_percentage_error(y_true, y_pred, reduction), (y_true, y_pred)
+
+
+def _mean_absolute_percentage_error_bwd(reduction, residuals, cotangent):
+    y_true, y_pred = residuals
+    y = y_true.astype(y_pred.dtype)
+    g = reduce_vjp(cotangent, reduction, _rows(y_pred))
+    slope = 100.0 / y_pred.shape[-1] * jnp.sign(y_pred - y) / jnp.maximum(jnp.abs(y), KERAS_EPSILON)
+    return None, slope * jnp.expand_dims(g, -1)
+
+
+mean_absolute_percentage_error_custom_vjp = jax.custom_vjp(mean_absolute_percentage_error, nondiff_argnums=(2,))
+mean_absolute_percentage_error_custom_vjp.defvjp(_mean_absolute_percentage_error_fwd,
+                                                 _mean_absolute_percentage_error_bwd)
+autodiff("mean_absolute_percentage_error", mean_absolute_percentage_error)
+custom_vjp("mean_absolute_percentage_error", mean_absolute_percentage_error_custom_vjp,
+           _mean_absolute_percentage_error_fwd, _mean_absolute_percentage_error_bwd)
+
+
+# -- mean_squared_logarithmic_error (Keras) ----------------------------------------
+
+def mean_squared_logarithmic_error(y_true, y_pred, reduction="none"):
+    y = y_true.astype(y_pred.dtype)
+    diff = jnp.log1p(jnp.maximum(y_pred, KERAS_EPSILON)) - jnp.log1p(jnp.maximum(y, KERAS_EPSILON))
+    return reduce((diff * diff).mean(-1), reduction)
+
+
+def _mean_squared_logarithmic_error_fwd(y_true, y_pred, reduction):
+    return mean_squared_logarithmic_error(y_true, y_pred, reduction), (y_true, y_pred)
+
+
+def _mean_squared_logarithmic_error_bwd(reduction, residuals, cotangent):
+    y_true, y_pred = residuals
+    y = y_true.astype(y_pred.dtype)
+    x = jnp.maximum(y_pred, KERAS_EPSILON)
+    diff = jnp.log1p(x) - jnp.log1p(jnp.maximum(y, KERAS_EPSILON))
+    g = reduce_vjp(cotangent, reduction, _rows(y_pred))
+    slope = jnp.where(y_pred > KERAS_EPSILON, 2.0 / y_pred.shape[-1] * diff / (1.0 + x), 0.0)
+    return None, slope * jnp.expand_dims(g, -1)
+
+
+mean_squared_logarithmic_error_custom_vjp = jax.custom_vjp(mean_squared_logarithmic_error, nondiff_argnums=(2,))
+mean_squared_logarithmic_error_custom_vjp.defvjp(_mean_squared_logarithmic_error_fwd,
+                                                 _mean_squared_logarithmic_error_bwd)
+autodiff("mean_squared_logarithmic_error", mean_squared_logarithmic_error)
+custom_vjp("mean_squared_logarithmic_error", mean_squared_logarithmic_error_custom_vjp,
+           _mean_squared_logarithmic_error_fwd, _mean_squared_logarithmic_error_bwd)
+
+
+# -- poisson (Keras) ---------------------------------------------------------------
+
+def poisson(y_true, y_pred, reduction="none"):
+    y = y_true.astype(y_pred.dtype)
+    return reduce((y_pred - y * jnp.log(y_pred + KERAS_EPSILON)).mean(-1), reduction)
+
+
+def _poisson_fwd(y_true, y_pred, reduction):
+    return poisson(y_true, y_pred, reduction), (y_true, y_pred)
+
+
+def _poisson_bwd(reduction, residuals, cotangent):
+    y_true, y_pred = residuals
+    y = y_true.astype(y_pred.dtype)
+    g = reduce_vjp(cotangent, reduction, _rows(y_pred))
+    return None, (1.0 - y / (y_pred + KERAS_EPSILON)) / y_pred.shape[-1] * jnp.expand_dims(g, -1)
+
+
+poisson_custom_vjp = jax.custom_vjp(poisson, nondiff_argnums=(2,))
+poisson_custom_vjp.defvjp(_poisson_fwd, _poisson_bwd)
+autodiff("poisson", poisson)
+custom_vjp("poisson", poisson_custom_vjp, _poisson_fwd, _poisson_bwd)
+
+
+# -- the built-ins (part 2): optax's and Keras's own losses ------------------------
+
+def _optax_pair(name: str):
+    def adapter(predictions, targets, reduction="none"):
+        import optax
+        return reduce(getattr(optax.losses, name)(predictions, targets), reduction)
+    adapter.__name__ = f"optax_{name}"
+    adapter.__doc__ = f"optax.losses.{name}, reduced as lossparity reduces."
+    return adapter
+
+
+KERAS_FLOAT64 = ("Keras 3 cannot give float64 values on the JAX backend: keras.ops.mean casts float64 to "
+                 "float32 before averaging (keras.backend.result_type maps float64 to float32 on every backend "
+                 "but TensorFlow, whatever keras.config.floatx() says), so its row means carry float32 rounding; "
+                 "tests/test_differences_regression.py compares it in float32")
+
+
+def _keras_regression(name: str):
+    def adapter(y_true, y_pred, reduction="none"):
+        if jnp.dtype(y_pred.dtype) == jnp.float64:
+            raise NotImplementedError(KERAS_FLOAT64)
+        k = keras()
+        if k.config.epsilon() != KERAS_EPSILON:
+            raise NotImplementedError(f"keras.config.epsilon() is {k.config.epsilon()}; lossparity follows 1e-7")
+        return reduce(getattr(k.losses, name)(y_true, y_pred), reduction)
+    adapter.__name__ = f"keras_{name}"
+    adapter.__doc__ = f"keras.losses.{name} on the JAX backend (float32 only), reduced as lossparity reduces."
+    return adapter
+
+
+for _name in ("squared_error", "l2_loss", "log_cosh"):
+    builtin(_name, _optax_pair(_name))
+for _name in ("mean_absolute_percentage_error", "mean_squared_logarithmic_error", "poisson"):
+    builtin(_name, _keras_regression(_name))

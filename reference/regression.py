@@ -1,9 +1,11 @@
 """Regression losses: l1_loss, mse_loss, huber_loss, smooth_l1_loss, poisson_nll_loss,
-gaussian_nll_loss.
+gaussian_nll_loss (torch's names); squared_error (an alias of mse_loss), l2_loss and
+log_cosh (optax's names); mean_absolute_percentage_error, mean_squared_logarithmic_error
+and poisson (Keras's names).
 
 The first four are pointwise functions of the difference ``d = input - target``,
 optionally scaled by an element ``weight`` of the input's shape (torch >= 2.11); the
-likelihoods follow them.
+likelihoods follow them; part 2, the library-named losses, closes the file.
 """
 
 from __future__ import annotations
@@ -12,7 +14,8 @@ import numpy as np
 
 from . import checks
 from .reductions import reduce, reduce_vjp
-from .spec import BadInput, Case, Difference, LossSpec, Sampled, register, replace_input, set_param
+from .spec import (Alias, BadInput, Case, Difference, LossSpec, Sampled, alias_spec, register, replace_input,
+                   set_param)
 
 
 # -- sampling and checks shared by the pointwise losses --------------------------
@@ -340,7 +343,7 @@ register(LossSpec(
                    "Keras takes the rate (log_input=False) with eps 1e-7, has no Stirling term, "
                    "and averages over the last axis",
                    "keras.losses.poisson(y, x) == poisson_nll_loss(x, y, log_input=False, eps=1e-7, "
-                   "reduction='none').mean(-1) (Keras is not installed here, so no test proves it)"),
+                   "reduction='none').mean(-1) == poisson(y, x) (lossparity's Keras-named loss)"),
     ),
 ))
 
@@ -487,4 +490,493 @@ register(LossSpec(
                    "F.gaussian_nll_loss(x, y, v: float) == gaussian_nll_loss(x, y, full_like(x, v)) "
                    "(value; torch discards the float's gradient)"),
     ),
+))
+
+
+# ==================================================================================
+# Part 2: optax's and Keras's regression losses: squared_error (an alias of mse_loss),
+# l2_loss and log_cosh (optax's names and argument names), mean_absolute_percentage_error,
+# mean_squared_logarithmic_error and poisson (Keras's names and (y_true, y_pred) order).
+#
+# These losses are named after a library that has no reduction, so ``reduction`` defaults
+# to "none": called with the defaults they give the library's per-example values; "mean"
+# is the plain mean of those values and "sum" their sum. optax's losses give one value
+# per element; Keras's average over the last axis, so they give one value per row.
+#
+# optax's ``targets=None`` (zeros) is not taken: lossparity's inputs are all positional and
+# required (a missing input is a TypeError in every package). Pass ``zeros_like(predictions)``;
+# each optax loss records the mapping.
+# ==================================================================================
+
+KERAS_EPSILON = 1e-7  # keras.config.epsilon(), Keras's default fuzz factor
+_LOG_2 = float(np.log(2.0))
+
+
+def check_optax_pair(args: dict) -> None:
+    checks.reduction(args["reduction"])
+    x, y = args["predictions"], args["targets"]
+    checks.floating(x)
+    checks.floating(y)
+    checks.same_shape(x, y)
+    checks.same_dtype(x, y)
+
+
+def sample_smooth_pair(rng: np.random.Generator, shape=(6, 4), large=False):
+    """``predictions`` ~ N(0, 1) and ``targets`` ~ N(0, 1) (no kinks to avoid), or, with
+    ``large``, ``targets = predictions - d`` with |d| in [95, 150]: past float32's cosh overflow
+    (|d| > 89.4), with a loss total (at most 900 for the 2 x 3 draw the case asks for) whose
+    rounding in float64, 1e-13, stays far below what central differences with step 1e-6 resolve."""
+    shape = tuple(shape)
+    x = rng.standard_normal(shape)
+    if large:
+        return x, x - rng.uniform(95.0, 150.0, size=shape) * rng.choice([-1.0, 1.0], size=shape)
+    return x, rng.standard_normal(shape)
+
+
+OPTAX_PAIR_BAD_INPUTS = (
+    BadInput("targets of another shape", replace_input(1, lambda xs: xs[1][..., :-1]), ValueError, "targets"),
+    BadInput("targets that would broadcast", replace_input(1, lambda xs: xs[1][:1]), ValueError, "targets"),
+    BadInput("integer predictions", replace_input(0, lambda xs: xs[0].astype(np.int64)), TypeError, "predictions"),
+    BadInput("integer targets", replace_input(1, lambda xs: xs[1].astype(np.int64)), TypeError, "targets"),
+    BadInput("targets of another dtype", replace_input(1, lambda xs: xs[1].astype(np.float32)), TypeError, "targets"),
+)
+
+_OPTAX_SHAPE_CASES = (Case("default"), Case("vector", sample={"shape": (6,)}),
+                      Case("3-d", sample={"shape": (2, 3, 2)}))
+
+
+# -- squared_error (optax): an alias of mse_loss -------------------------------------
+
+SQUARED_ERROR = Alias("mse_loss", inputs={"predictions": "input", "targets": "target"},
+                      hyperparameters={"reduction": "none"}, fixed={"weight": None})
+
+register(alias_spec(
+    "squared_error", "regression", SQUARED_ERROR,
+    doc=r"""Squared error, as ``optax.losses.squared_error``: an alias of ``mse_loss``.
+
+    .. math:: \ell_i = (x_i - y_i)^2
+
+    ``squared_error(predictions, targets, reduction=r) == mse_loss(predictions, targets,
+    reduction=r)`` (no ``weight``); the default reduction is ``"none"``, optax's per-element
+    values. Implemented once, by ``mse_loss``: the reference, torch and JAX variants map the
+    arguments and call ``mse_loss``'s. optax's ``targets=None`` (zeros) is not taken.""",
+    cases=_OPTAX_SHAPE_CASES,
+    bad_inputs=OPTAX_PAIR_BAD_INPUTS,
+    builtins={"optax": "optax.losses.squared_error", "torch": "torch.nn.functional.mse_loss"},
+    differences=(
+        Difference("torch", "torch.nn.functional.mse_loss",
+                   "the same mathematics under optax's name and argument names, with no weight and "
+                   "reduction='none' by default",
+                   "squared_error(x, y, reduction=r) == F.mse_loss(x, y, reduction=r) == "
+                   "mse_loss(x, y, reduction=r)"),
+        Difference("optax", "optax.losses.squared_error",
+                   "optax's targets=None means zeros and its targets may have another dtype (it promotes); "
+                   "lossparity requires targets of the predictions' dtype (TypeError otherwise)",
+                   "optax.losses.squared_error(x) == squared_error(x, zeros_like(x)); "
+                   "optax.losses.squared_error(x, y) == squared_error(x, y.astype(x.dtype))"),
+        Difference("keras", "keras.losses.mean_squared_error",
+                   "Keras takes (y_true, y_pred) and averages over the last axis, so Keras's Loss with "
+                   "reduction='sum' sums row means: it is torch's sum divided by the last dimension C",
+                   "keras.losses.mean_squared_error(y, x) == squared_error(x, y).mean(-1); "
+                   "keras.losses.MeanSquaredError(reduction='sum')(y, x) == squared_error(x, y, "
+                   "reduction='sum') / C"),
+    ),
+))
+
+
+# -- l2_loss (optax) ---------------------------------------------------------------
+
+def l2_loss(predictions, targets, reduction="none"):
+    r"""L2 loss, as ``optax.losses.l2_loss``: half the squared error.
+
+    .. math:: \ell_i = \tfrac12 (x_i - y_i)^2
+
+    Not an alias: an alias is the same mathematics under another name, and the factor
+    :math:`\tfrac12` changes every value and gradient. It is ``0.5 * squared_error`` (optax
+    computes it so) and ``0.5 * mse_loss(reduction=r)`` for every reduction (the mean of
+    halves is half the mean); the spec records both mappings. optax's ``targets=None`` (zeros)
+    is not taken.
+    """
+    d = predictions - targets
+    return reduce(0.5 * d * d, reduction)
+
+
+def l2_loss_vjp(cotangent, predictions, targets, reduction="none"):
+    r"""
+    .. math:: \frac{\partial \ell_i}{\partial x_i} = x_i - y_i = -\frac{\partial \ell_i}{\partial y_i}
+    """
+    g = reduce_vjp(cotangent, reduction, predictions.size)
+    d_predictions = (predictions - targets) * g
+    return d_predictions, -d_predictions
+
+
+register(LossSpec(
+    name="l2_loss", family="regression", forward=l2_loss, vjp_fn=l2_loss_vjp,
+    inputs=("predictions", "targets"), differentiable=("predictions", "targets"),
+    sampler=sample_smooth_pair, check=check_optax_pair,
+    cases=_OPTAX_SHAPE_CASES,
+    bad_inputs=OPTAX_PAIR_BAD_INPUTS,
+    builtins={"optax": "optax.losses.l2_loss", "torch": "torch.nn.functional.mse_loss"},
+    differences=(
+        Difference("torch", "torch.nn.functional.mse_loss",
+                   "torch has no halved squared error; l2_loss is half of mse_loss for every reduction",
+                   "l2_loss(x, y, reduction=r) == 0.5 * F.mse_loss(x, y, reduction=r)"),
+        Difference("optax", "optax.losses.squared_error",
+                   "optax defines l2_loss as half its squared_error (lossparity's alias of mse_loss)",
+                   "l2_loss(x, y) == 0.5 * optax.losses.squared_error(x, y) == 0.5 * squared_error(x, y)"),
+        Difference("optax", "optax.losses.l2_loss",
+                   "optax's targets=None means zeros and its targets may have another dtype (it promotes); "
+                   "lossparity requires targets of the predictions' dtype",
+                   "optax.losses.l2_loss(x) == l2_loss(x, zeros_like(x)); "
+                   "optax.losses.l2_loss(x, y) == l2_loss(x, y.astype(x.dtype))"),
+    ),
+))
+
+
+# -- log_cosh (optax) --------------------------------------------------------------
+
+def log_cosh(predictions, targets, reduction="none"):
+    r"""Log-cosh loss, as ``optax.losses.log_cosh``.
+
+    .. math:: \ell_i = \log\cosh(d_i) = \operatorname{logaddexp}(d_i, -d_i) - \log 2
+              = |d_i| + \log\bigl(1 + e^{-2|d_i|}\bigr) - \log 2, \qquad d_i = x_i - y_i
+
+    in optax's stable form (``cosh`` itself overflows float32 past :math:`|d| \approx 89`; this
+    stays finite and exact to :math:`|d| \sim 10^{38}`). About :math:`d^2/2` near 0 and
+    :math:`|d| - \log 2` far from it. Keras's ``log_cosh`` is the same function,
+    :math:`d + \operatorname{softplus}(-2d) - \log 2`, averaged over the last axis. optax's
+    ``targets=None`` (zeros) is not taken.
+    """
+    d = predictions - targets
+    return reduce(np.logaddexp(d, -d) - _LOG_2, reduction)
+
+
+def log_cosh_vjp(cotangent, predictions, targets, reduction="none"):
+    r"""
+    .. math:: \frac{\partial \ell_i}{\partial x_i} = \tanh(d_i) = -\frac{\partial \ell_i}{\partial y_i}
+    """
+    g = reduce_vjp(cotangent, reduction, predictions.size)
+    d_predictions = np.tanh(predictions - targets) * g
+    return d_predictions, -d_predictions
+
+
+register(LossSpec(
+    name="log_cosh", family="regression", forward=log_cosh, vjp_fn=log_cosh_vjp,
+    inputs=("predictions", "targets"), differentiable=("predictions", "targets"),
+    sampler=sample_smooth_pair, check=check_optax_pair,
+    cases=_OPTAX_SHAPE_CASES + (Case("large errors, |d| in [95, 150]", sample={"large": True, "shape": (2, 3)}),),
+    bad_inputs=OPTAX_PAIR_BAD_INPUTS,
+    builtins={"optax": "optax.losses.log_cosh"},
+    differences=(
+        Difference("optax", "optax.losses.log_cosh",
+                   "optax broadcasts targets against predictions without checking their shapes (its "
+                   "squared_error checks them), takes targets=None as zeros and promotes targets of another "
+                   "dtype; lossparity requires one shape and dtype (ValueError, TypeError)",
+                   "optax.losses.log_cosh(x, y) == log_cosh(*numpy.broadcast_arrays(x, y)); "
+                   "optax.losses.log_cosh(x) == log_cosh(x, zeros_like(x))"),
+        Difference("keras", "keras.losses.log_cosh",
+                   "Keras takes (y_true, y_pred), writes d + softplus(-2 d) - log 2 (the same function) and "
+                   "averages over the last axis",
+                   "keras.losses.log_cosh(y, x) == log_cosh(x, y, reduction='none').mean(-1)"),
+    ),
+))
+
+
+# -- Keras's regression losses: shared checks, sampling, bad inputs ----------------
+
+def _per_row(g):
+    """A per-row cotangent (or a scalar one) against the row's elements."""
+    return np.expand_dims(np.asarray(g), -1)
+
+
+def check_keras_regression(args: dict) -> None:
+    """Keras's pair: ``y_pred`` floating, at least 1-d (Keras averages over the last axis);
+    ``y_true`` of its shape, floating (of its dtype) or integer (cast to it, as Keras casts)."""
+    checks.reduction(args["reduction"])
+    y_true, y_pred = args["y_true"], args["y_pred"]
+    checks.floating(y_pred)
+    checks.kind_in(y_true, ("float", "int"), "values")
+    checks.same_shape(y_pred, y_true)
+    if y_true.kind == "float":
+        checks.same_dtype(y_pred, y_true)
+    checks.ndim_in(y_pred, range(1, 64), "at least one-dimensional (Keras averages over the last axis)")
+
+
+_KERAS_SHAPE_BAD_INPUTS = (
+    BadInput("y_true of another shape", replace_input(0, lambda xs: xs[0][..., :-1]), ValueError, "y_true"),
+    BadInput("y_true that would broadcast", replace_input(0, lambda xs: xs[0][:1]), ValueError, "y_true"),
+    BadInput("y_true one dimension short (Keras would expand or squeeze)",
+             replace_input(0, lambda xs: xs[0][..., 0]), ValueError, "y_true"),
+    BadInput("integer y_pred", replace_input(1, lambda xs: xs[1].astype(np.int64)), TypeError, "y_pred"),
+    BadInput("y_true of another float dtype", replace_input(0, lambda xs: xs[0].astype(np.float32)),
+             TypeError, "y_true"),
+    BadInput("bool y_true", replace_input(0, lambda xs: xs[0] > 1), TypeError, "y_true"),
+    BadInput("0-d y_true and y_pred", lambda xs, kw: ((xs[0][0, 0], xs[1][0, 0]), kw), ValueError, "y_pred"),
+)
+
+_KERAS_SHAPE_CASES = (Case("vector", sample={"shape": (5,)}), Case("3-d", sample={"shape": (2, 3, 4)}))
+
+
+def _signs(rng, shape):
+    return rng.choice([-1.0, 1.0], size=shape)
+
+
+# -- mean_absolute_percentage_error (Keras) ----------------------------------------
+
+def mean_absolute_percentage_error(y_true, y_pred, reduction="none"):
+    r"""Mean absolute percentage error, as ``keras.losses.mean_absolute_percentage_error``
+    (argument order ``(y_true, y_pred)``).
+
+    .. math:: \ell_n = \frac{100}{C} \sum_c \frac{|y_{n,c} - x_{n,c}|}{\max(|y_{n,c}|,\, \epsilon)},
+              \qquad \epsilon = 10^{-7}
+
+    the mean over the last axis (one value per row), with Keras's clipping: the denominator is
+    :math:`|y|` clipped below at Keras's ``epsilon()`` (``1e-7``, its default), so a zero target
+    costs :math:`100\,|x| / 10^{-7}`. An integer ``y_true`` is cast to ``y_pred``'s dtype, as Keras
+    casts it. It is torch's ``l1_loss`` weighted by :math:`1 / \max(|y|, \epsilon)`, times 100,
+    averaged over the last axis.
+    """
+    y = y_true.astype(y_pred.dtype)
+    per = np.abs((y - y_pred) / np.maximum(np.abs(y), KERAS_EPSILON))
+    return reduce(100.0 * per.mean(-1), reduction)
+
+
+def mean_absolute_percentage_error_vjp(cotangent, y_true, y_pred, reduction="none"):
+    r"""
+    .. math:: \frac{\partial \ell_n}{\partial x_{n,c}} = \frac{100}{C}\,
+              \frac{\operatorname{sign}(x_{n,c} - y_{n,c})}{\max(|y_{n,c}|,\, \epsilon)}
+
+    ``y_true`` gets no gradient: Keras treats it as data, and the clip makes its derivative
+    jump at :math:`|y| = \epsilon`, where zero targets sit.
+    """
+    y = y_true.astype(y_pred.dtype)
+    g = reduce_vjp(cotangent, reduction, int(np.prod(y_pred.shape[:-1])))
+    slope = 100.0 / y_pred.shape[-1] * np.sign(y_pred - y) / np.maximum(np.abs(y), KERAS_EPSILON)
+    return (slope * _per_row(g),)
+
+
+def sample_mape(rng: np.random.Generator, shape=(4, 5), signed=False, integer=False, clipped=None):
+    """``y_true`` in [0.5, 3] (integers 1..5 with ``integer``; of either sign with ``signed``)
+    and ``y_pred = y_true + d`` with |d| in [0.1, 2], off the kink at ``y_pred = y_true``.
+
+    ``clipped`` puts every ``y_true`` under Keras's clip: ``"zero"`` (all 0) or ``"tiny"``
+    (|y| < 0.9e-7, either sign). Every element then costs about 1e9, so the whole draw is
+    clipped: a draw mixing 1e9 with O(1) elements cannot be checked by central differences
+    in float64 (the rounding of the large sum, 1e-7, over the step 1e-6, swamps the small
+    elements' gradients)."""
+    shape = tuple(shape)
+    y = rng.integers(1, 6, size=shape).astype(np.float64) if integer else rng.uniform(0.5, 3.0, size=shape)
+    if clipped == "zero":
+        y = np.zeros(shape)
+    elif clipped == "tiny":
+        y = rng.uniform(0.0, 0.9e-7, size=shape)
+    if signed:
+        y = y * _signs(rng, shape)
+    y_pred = y + rng.uniform(0.1, 2.0, size=shape) * _signs(rng, shape)
+    return (y.astype(np.int64) if integer else y), y_pred
+
+
+_KERAS_REDUCTIONS = (
+    Difference("keras", "keras.losses.Loss(reduction=...)",
+               "Keras's regression losses average over the last axis before the Loss object reduces, so "
+               "Keras's reduction='sum' sums row means (torch's sum over the C columns divided by C) and its "
+               "'sum_over_batch_size' averages them (torch's mean); lossparity's reductions act on the row "
+               "values, as Keras's do",
+               "keras.losses.<Class>(reduction='sum')(y, x) == <loss>(y, x, reduction='sum'); "
+               "keras.losses.<Class>(reduction='sum_over_batch_size')(y, x) == <loss>(y, x, reduction='mean')"),
+)
+
+_KERAS_RANK = Difference(
+    "keras", "keras.src.losses.loss.squeeze_or_expand_to_same_rank",
+    "Keras pairs y_true and y_pred whose ranks differ by one when the longer ends in an axis of 1: a 1-d "
+    "partner is expanded, otherwise the longer is squeezed; lossparity requires one shape (ValueError)",
+    "for y of shape (N,) and x of shape (N, 1): keras_loss(y, x) == loss(y[:, None], x); for y of shape "
+    "(N, M) and x of shape (N, M, 1): keras_loss(y, x) == loss(y, x[..., 0])")
+
+register(LossSpec(
+    name="mean_absolute_percentage_error", family="regression", forward=mean_absolute_percentage_error,
+    vjp_fn=mean_absolute_percentage_error_vjp, inputs=("y_true", "y_pred"), differentiable=("y_pred",),
+    sampler=sample_mape, check=check_keras_regression,
+    cases=(Case("default"),
+           Case("signed y_true", sample={"signed": True}),
+           Case("y_true all 0 (clipped at epsilon)", sample={"clipped": "zero"}),
+           Case("|y_true| < epsilon (clipped)", sample={"clipped": "tiny", "signed": True}),
+           Case("integer y_true", sample={"integer": True, "signed": True}),
+           Case("integer y_true all 0", sample={"integer": True, "clipped": "zero"})) +
+    _KERAS_SHAPE_CASES,
+    bad_inputs=_KERAS_SHAPE_BAD_INPUTS,
+    builtins={"keras": "keras.losses.mean_absolute_percentage_error", "torch": "torch.nn.functional.l1_loss"},
+    differences=(
+        Difference("torch", "torch.nn.functional.l1_loss",
+                   "torch has no percentage error; it is torch's element-weighted L1 (torch >= 2.11) with "
+                   "weight 1 / max(|y|, 1e-7), times 100, averaged over the last axis; go through "
+                   "reduction='none', since torch's weighted 'mean' divides by the sum of the weights",
+                   "mean_absolute_percentage_error(y, x) == 100 * F.l1_loss(x, y, reduction='none', "
+                   "weight=1 / clamp(abs(y), min=1e-7)).mean(-1)"),
+        Difference("keras", "keras.config.epsilon()",
+                   "Keras reads its clip from the global keras.config.epsilon() (default 1e-7); lossparity "
+                   "fixes 1e-7",
+                   "equal while keras.config.epsilon() == 1e-7"),
+        _KERAS_RANK,
+    ) + _KERAS_REDUCTIONS,
+))
+
+
+# -- mean_squared_logarithmic_error (Keras) ----------------------------------------
+
+def mean_squared_logarithmic_error(y_true, y_pred, reduction="none"):
+    r"""Mean squared logarithmic error, as ``keras.losses.mean_squared_logarithmic_error``
+    (argument order ``(y_true, y_pred)``).
+
+    .. math:: \ell_n = \frac1C \sum_c \Bigl(\log\bigl(1 + \max(x_{n,c}, \epsilon)\bigr)
+              - \log\bigl(1 + \max(y_{n,c}, \epsilon)\bigr)\Bigr)^2, \qquad \epsilon = 10^{-7}
+
+    the mean over the last axis, with Keras's clipping: values below Keras's ``epsilon()``
+    (``1e-7``, its default), zeros and negatives included, count as ``1e-7``. Keras computes
+    ``log(max(x, eps) + 1)``; lossparity computes ``log1p(max(x, eps))``, the same function
+    without the rounding of ``1 + x`` (the two agree to float64 rounding; in float32 Keras's form
+    loses digits for small x). An integer ``y_true`` is cast to ``y_pred``'s dtype.
+    """
+    y = y_true.astype(y_pred.dtype)
+    diff = np.log1p(np.maximum(y_pred, KERAS_EPSILON)) - np.log1p(np.maximum(y, KERAS_EPSILON))
+    return reduce((diff * diff).mean(-1), reduction)
+
+
+def mean_squared_logarithmic_error_vjp(cotangent, y_true, y_pred, reduction="none"):
+    r"""With :math:`\delta_{n,c}` the difference of logs above,
+
+    .. math:: \frac{\partial \ell_n}{\partial x_{n,c}} = \frac{2}{C}\,
+              \frac{\delta_{n,c}}{1 + x_{n,c}}\,[\,x_{n,c} > \epsilon\,]
+
+    (0 where the clip holds ``y_pred`` at epsilon). ``y_true`` gets no gradient: Keras treats it
+    as data, and its clip at epsilon, where zero targets sit, makes the derivative jump.
+    """
+    y = y_true.astype(y_pred.dtype)
+    kept = y_pred > KERAS_EPSILON
+    x = np.maximum(y_pred, KERAS_EPSILON)
+    diff = np.log1p(x) - np.log1p(np.maximum(y, KERAS_EPSILON))
+    g = reduce_vjp(cotangent, reduction, int(np.prod(y_pred.shape[:-1])))
+    slope = np.where(kept, 2.0 / y_pred.shape[-1] * diff / (1.0 + x), 0.0)
+    return (slope * _per_row(g),)
+
+
+def sample_msle(rng: np.random.Generator, shape=(4, 5), zeros=False, integer=False, clipped=False):
+    """``y_true`` in [0, 4] (integers 0..5 with ``integer``; about a third 0 with ``zeros``) and
+    ``y_pred`` in [0.05, 4]; with ``clipped`` about a third of ``y_pred`` in [-1, -0.05], held at
+    epsilon by the clip. ``y_pred`` stays 0.05 away from the clip's kink at 1e-7."""
+    shape = tuple(shape)
+    y = rng.integers(0, 6, size=shape).astype(np.float64) if integer else rng.uniform(0.0, 4.0, size=shape)
+    if zeros:
+        y = np.where(rng.random(shape) < 0.35, 0.0, y)
+    y_pred = rng.uniform(0.05, 4.0, size=shape)
+    if clipped:
+        y_pred = np.where(rng.random(shape) < 0.35, -rng.uniform(0.05, 1.0, size=shape), y_pred)
+    return (y.astype(np.int64) if integer else y), y_pred
+
+
+register(LossSpec(
+    name="mean_squared_logarithmic_error", family="regression", forward=mean_squared_logarithmic_error,
+    vjp_fn=mean_squared_logarithmic_error_vjp, inputs=("y_true", "y_pred"), differentiable=("y_pred",),
+    sampler=sample_msle, check=check_keras_regression,
+    cases=(Case("default"),
+           Case("y_true with zeros (clipped at epsilon)", sample={"zeros": True}),
+           Case("integer y_true", sample={"integer": True}),
+           Case("y_pred <= 0 (clipped at epsilon)", sample={"clipped": True})) + _KERAS_SHAPE_CASES,
+    bad_inputs=_KERAS_SHAPE_BAD_INPUTS,
+    builtins={"keras": "keras.losses.mean_squared_logarithmic_error", "torch": "torch.nn.functional.mse_loss"},
+    differences=(
+        Difference("torch", "torch.nn.functional.mse_loss",
+                   "torch has no logarithmic error; it is torch's squared error between log1p of the clipped "
+                   "values, averaged over the last axis",
+                   "mean_squared_logarithmic_error(y, x) == F.mse_loss(log1p(clamp(x, min=1e-7)), "
+                   "log1p(clamp(y, min=1e-7)), reduction='none').mean(-1)"),
+        Difference("keras", "keras.losses.mean_squared_logarithmic_error",
+                   "Keras computes log(max(x, eps) + 1): in float32 the sum 1 + x rounds away the low digits "
+                   "of a small x, which log1p keeps; the two forms agree to float64 rounding",
+                   "log(maximum(x, 1e-7) + 1) == log1p(maximum(x, 1e-7)) in float64; in float32 lossparity's "
+                   "value is the closer to the float64 one where y_pred is small"),
+        Difference("keras", "keras.config.epsilon()",
+                   "Keras reads its clip from the global keras.config.epsilon() (default 1e-7); lossparity "
+                   "fixes 1e-7",
+                   "equal while keras.config.epsilon() == 1e-7"),
+        _KERAS_RANK,
+    ) + _KERAS_REDUCTIONS,
+))
+
+
+# -- poisson (Keras) ---------------------------------------------------------------
+
+def poisson(y_true, y_pred, reduction="none"):
+    r"""Poisson loss, as ``keras.losses.poisson`` (argument order ``(y_true, y_pred)``).
+
+    .. math:: \ell_n = \frac1C \sum_c \bigl(x_{n,c} - y_{n,c} \log(x_{n,c} + \epsilon)\bigr),
+              \qquad \epsilon = 10^{-7}
+
+    the mean over the last axis, with Keras's ``epsilon()`` (``1e-7``, its default) inside the
+    log. ``y_pred`` is a rate (not its log) and ``y_true`` a count, both non-negative (Keras does
+    not check: a negative rate gives NaN); an integer ``y_true`` is cast to ``y_pred``'s dtype. It
+    is torch's ``poisson_nll_loss(y_pred, y_true, log_input=False, full=False, eps=1e-7)``
+    averaged over the last axis.
+    """
+    y = y_true.astype(y_pred.dtype)
+    return reduce((y_pred - y * np.log(y_pred + KERAS_EPSILON)).mean(-1), reduction)
+
+
+def poisson_vjp(cotangent, y_true, y_pred, reduction="none"):
+    r"""
+    .. math:: \frac{\partial \ell_n}{\partial x_{n,c}} = \frac1C \Bigl(1 - \frac{y_{n,c}}{x_{n,c} + \epsilon}\Bigr)
+
+    ``y_true`` gets no gradient: Keras treats it as data (counts, often integers).
+    """
+    y = y_true.astype(y_pred.dtype)
+    g = reduce_vjp(cotangent, reduction, int(np.prod(y_pred.shape[:-1])))
+    return ((1.0 - y / (y_pred + KERAS_EPSILON)) / y_pred.shape[-1] * _per_row(g),)
+
+
+def check_keras_poisson(args: dict) -> None:
+    check_keras_regression(args)
+    checks.nonnegative_array(args["y_pred"])  # a rate
+    checks.nonnegative_array(args["y_true"])  # a count
+
+
+def sample_keras_poisson(rng: np.random.Generator, shape=(4, 5), integer=False, small_rates=False):
+    """``y_true``: counts in [0, 4.5] (integers 0..5 with ``integer``); ``y_pred``: rates in
+    [0.2, 3], or in [0.08, 0.15] with ``small_rates``, where epsilon moves each term by
+    y eps / x ~ 5e-6 (fifty times the float64 tolerance) while the curvature y / x^2 stays
+    small enough for jax's check_grads, whose step is 1e-4."""
+    shape = tuple(shape)
+    y = rng.integers(0, 6, size=shape) if integer else rng.uniform(0.0, 4.5, size=shape)
+    y_pred = rng.uniform(0.08, 0.15, size=shape) if small_rates else rng.uniform(0.2, 3.0, size=shape)
+    return (y.astype(np.int64) if integer else y), y_pred
+
+
+register(LossSpec(
+    name="poisson", family="regression", forward=poisson, vjp_fn=poisson_vjp,
+    inputs=("y_true", "y_pred"), differentiable=("y_pred",),
+    sampler=sample_keras_poisson, check=check_keras_poisson,
+    cases=(Case("default"),
+           Case("integer y_true", sample={"integer": True}),
+           Case("small rates (epsilon shows)", sample={"small_rates": True})) + _KERAS_SHAPE_CASES,
+    bad_inputs=_KERAS_SHAPE_BAD_INPUTS + (
+        BadInput("negative y_pred", replace_input(1, lambda xs: -xs[1]), ValueError, "y_pred"),
+        BadInput("negative y_true", replace_input(0, lambda xs: xs[0] - 10.0), ValueError, "y_true"),
+    ),
+    builtins={"keras": "keras.losses.poisson", "torch": "torch.nn.functional.poisson_nll_loss"},
+    differences=(
+        Difference("torch", "torch.nn.functional.poisson_nll_loss",
+                   "Keras's poisson is torch's rate form with eps 1e-7 and no Stirling term, averaged over the "
+                   "last axis, with the arguments swapped",
+                   "poisson(y, x) == F.poisson_nll_loss(x, y, log_input=False, full=False, eps=1e-7, "
+                   "reduction='none').mean(-1) == poisson_nll_loss(x, y, log_input=False, eps=1e-7, "
+                   "reduction='none').mean(-1)"),
+        Difference("keras", "keras.losses.poisson",
+                   "Keras broadcasts y_true against y_pred (no rank matching, unlike its other regression "
+                   "losses) and accepts negative values (a negative rate gives NaN); lossparity requires one "
+                   "shape and non-negative values (ValueError)",
+                   "keras.losses.poisson(y, x) == poisson(*numpy.broadcast_arrays(y, x)) for non-negative y, x"),
+        Difference("keras", "keras.config.epsilon()",
+                   "Keras reads its eps from the global keras.config.epsilon() (default 1e-7); lossparity "
+                   "fixes 1e-7",
+                   "equal while keras.config.epsilon() == 1e-7"),
+    ) + _KERAS_REDUCTIONS,
 ))

@@ -52,14 +52,19 @@ class Case(dict):
     ``sample`` holds options for the spec's sampler (say, probability targets
     instead of class indices, or extra spatial dimensions), because some cases
     are about the inputs' form rather than a hyperparameter.
+
+    ``dtypes`` limits the matrix's dtypes for this case (None: every dtype). It is for a
+    case whose conditioning no implementation in a narrower dtype can meet at that dtype's
+    fixed tolerance (the spec says why); the tolerances themselves never change.
     """
 
     def __init__(self, name: str, params: dict | None = None, sample: dict | None = None,
-                 reductions: tuple[str, ...] | None = None):
+                 reductions: tuple[str, ...] | None = None, dtypes: tuple[str, ...] | None = None):
         super().__init__(params or {})
         self.name = name
         self.sample = dict(sample or {})
         self.reductions = reductions
+        self.dtypes = dtypes
 
     def __repr__(self) -> str:
         return f"Case({self.name!r}, {dict(self)!r}, sample={self.sample!r})"

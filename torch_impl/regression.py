@@ -1,5 +1,6 @@
 """Regression losses in torch: l1_loss, mse_loss, huber_loss, smooth_l1_loss,
-poisson_nll_loss, gaussian_nll_loss.
+poisson_nll_loss, gaussian_nll_loss; squared_error (an alias of mse_loss), l2_loss,
+log_cosh; mean_absolute_percentage_error, mean_squared_logarithmic_error, poisson.
 
 Each loss reads as in ``reference/regression.py``: a functional over torch ops (the
 ``module`` variant, autograd does the backward) and an ``autograd.Function`` whose
@@ -14,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from reference.reductions import reduce, reduce_vjp
-from .core import builtin, function, module
+from .core import alias, builtin, function, module
 
 
 def _weighted(elementwise, weight):
@@ -265,3 +266,226 @@ builtin("huber_loss", F.huber_loss)
 builtin("smooth_l1_loss", F.smooth_l1_loss)
 builtin("poisson_nll_loss", F.poisson_nll_loss)
 builtin("gaussian_nll_loss", F.gaussian_nll_loss)
+
+
+# ==================================================================================
+# Part 2: optax's and Keras's regression losses (see reference/regression.py). Keras's
+# average over the last axis: one value per row.
+# ==================================================================================
+
+KERAS_EPSILON = 1e-7
+_LOG_2 = math.log(2.0)
+
+
+def _rows(x):
+    return x.numel() // x.shape[-1] if x.shape[-1] else 0
+
+
+# -- squared_error (optax): an alias of mse_loss -------------------------------------
+
+SquaredError = alias("squared_error", "SquaredError")
+
+
+# -- l2_loss (optax) ---------------------------------------------------------------
+
+def l2_loss(predictions, targets, reduction="none"):
+    d = predictions - targets
+    return reduce(0.5 * d * d, reduction)
+
+
+class L2LossFunction(torch.autograd.Function):
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(predictions, targets, reduction):
+        return l2_loss(predictions, targets, reduction)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        predictions, targets, ctx.reduction = inputs
+        ctx.save_for_backward(predictions, targets)
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        predictions, targets = ctx.saved_tensors
+        g = reduce_vjp(grad_output, ctx.reduction, predictions.numel())
+        d_predictions = (predictions - targets) * g
+        return d_predictions, -d_predictions, None
+
+
+L2Loss = module("l2_loss", "L2Loss", l2_loss)
+l2_loss_function = function("l2_loss", L2LossFunction)
+
+
+# -- log_cosh (optax) --------------------------------------------------------------
+
+def log_cosh(predictions, targets, reduction="none"):
+    d = predictions - targets
+    return reduce(torch.logaddexp(d, -d) - _LOG_2, reduction)
+
+
+class LogCoshFunction(torch.autograd.Function):
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(predictions, targets, reduction):
+        return log_cosh(predictions, targets, reduction)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        predictions, targets, ctx.reduction = inputs
+        ctx.save_for_backward(predictions, targets)
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        predictions, targets = ctx.saved_tensors
+        g = reduce_vjp(grad_output, ctx.reduction, predictions.numel())
+        d_predictions = torch.tanh(predictions - targets) * g
+        return d_predictions, -d_predictions, None
+
+
+LogCosh = module("log_cosh", "LogCosh", log_cosh)
+log_cosh_function = function("log_cosh", LogCoshFunction)
+
+
+# -- mean_absolute_percentage_error (Keras) ----------------------------------------
+
+def mean_absolute_percentage_error(y_true, y_pred, reduction="none"):
+    y = y_true.to(y_pred.dtype)
+    per = ((y - y_pred) / y.abs().clamp(min=KERAS_EPSILON)).abs()
+    return reduce(100.0 * per.mean(-1), reduction)
+
+
+class MeanAbsolutePercentageErrorFunction(torch.autograd.Function):
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(y_true, y_pred, reduction):
+        return mean_absolute_percentage_error(y_true, y_pred, reduction)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        y_true, y_pred, ctx.reduction = inputs
+        ctx.save_for_backward(y_true, y_pred)
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        y_true, y_pred = ctx.saved_tensors
+        y = y_true.to(y_pred.dtype)
+        g = reduce_vjp(grad_output, ctx.reduction, _rows(y_pred))
+        slope = 100.0 / y_pred.shape[-1] * torch.sign(y_pred - y) / y.abs().clamp(min=KERAS_EPSILON)
+        return None, slope * g.unsqueeze(-1), None
+
+
+MeanAbsolutePercentageError = module("mean_absolute_percentage_error", "MeanAbsolutePercentageError",
+                                     mean_absolute_percentage_error)
+mean_absolute_percentage_error_function = function("mean_absolute_percentage_error",
+                                                   MeanAbsolutePercentageErrorFunction)
+
+
+# -- mean_squared_logarithmic_error (Keras) ----------------------------------------
+
+def mean_squared_logarithmic_error(y_true, y_pred, reduction="none"):
+    y = y_true.to(y_pred.dtype)
+    diff = torch.log1p(y_pred.clamp(min=KERAS_EPSILON)) - torch.log1p(y.clamp(min=KERAS_EPSILON))
+    return reduce((diff * diff).mean(-1), reduction)
+
+
+class MeanSquaredLogarithmicErrorFunction(torch.autograd.Function):
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(y_true, y_pred, reduction):
+        return mean_squared_logarithmic_error(y_true, y_pred, reduction)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        y_true, y_pred, ctx.reduction = inputs
+        ctx.save_for_backward(y_true, y_pred)
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        y_true, y_pred = ctx.saved_tensors
+        y = y_true.to(y_pred.dtype)
+        x = y_pred.clamp(min=KERAS_EPSILON)
+        diff = torch.log1p(x) - torch.log1p(y.clamp(min=KERAS_EPSILON))
+        g = reduce_vjp(grad_output, ctx.reduction, _rows(y_pred))
+        slope = torch.where(y_pred > KERAS_EPSILON, 2.0 / y_pred.shape[-1] * diff / (1.0 + x), 0.0)
+        return None, slope * g.unsqueeze(-1), None
+
+
+MeanSquaredLogarithmicError = module("mean_squared_logarithmic_error", "MeanSquaredLogarithmicError",
+                                     mean_squared_logarithmic_error)
+mean_squared_logarithmic_error_function = function("mean_squared_logarithmic_error",
+                                                   MeanSquaredLogarithmicErrorFunction)
+
+
+# -- poisson (Keras) ---------------------------------------------------------------
+
+def poisson(y_true, y_pred, reduction="none"):
+    y = y_true.to(y_pred.dtype)
+    return reduce((y_pred - y * torch.log(y_pred + KERAS_EPSILON)).mean(-1), reduction)
+
+
+class PoissonFunction(torch.autograd.Function):
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(y_true, y_pred, reduction):
+        return poisson(y_true, y_pred, reduction)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        y_true, y_pred, ctx.reduction = inputs
+        ctx.save_for_backward(y_true, y_pred)
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        y_true, y_pred = ctx.saved_tensors
+        y = y_true.to(y_pred.dtype)
+        g = reduce_vjp(grad_output, ctx.reduction, _rows(y_pred))
+        return None, (1.0 - y / (y_pred + KERAS_EPSILON)) / y_pred.shape[-1] * g.unsqueeze(-1), None
+
+
+Poisson = module("poisson", "Poisson", poisson)
+poisson_function = function("poisson", PoissonFunction)
+
+
+# -- the built-ins (part 2): torch's own losses under the recorded mappings ---------
+
+def _torch_squared_error(predictions, targets, reduction="none"):
+    """torch.nn.functional.mse_loss under optax's name (the alias's mapping)."""
+    return F.mse_loss(predictions, targets, reduction=reduction)
+
+
+def _torch_l2_loss(predictions, targets, reduction="none"):
+    """Half of torch.nn.functional.mse_loss, for every reduction."""
+    return 0.5 * F.mse_loss(predictions, targets, reduction=reduction)
+
+
+def _torch_mean_absolute_percentage_error(y_true, y_pred, reduction="none"):
+    """100 times torch.nn.functional.l1_loss weighted by 1 / max(|y|, 1e-7), averaged over the last axis."""
+    y = y_true.to(y_pred.dtype)
+    weight = 1.0 / y.abs().clamp(min=KERAS_EPSILON)
+    return reduce(100.0 * F.l1_loss(y_pred, y, reduction="none", weight=weight).mean(-1), reduction)
+
+
+def _torch_mean_squared_logarithmic_error(y_true, y_pred, reduction="none"):
+    """torch.nn.functional.mse_loss between log1p of the clipped values, averaged over the last axis."""
+    y = y_true.to(y_pred.dtype)
+    return reduce(F.mse_loss(torch.log1p(y_pred.clamp(min=KERAS_EPSILON)), torch.log1p(y.clamp(min=KERAS_EPSILON)),
+                             reduction="none").mean(-1), reduction)
+
+
+def _torch_poisson(y_true, y_pred, reduction="none"):
+    """torch.nn.functional.poisson_nll_loss in its rate form with eps 1e-7, averaged over the last axis."""
+    y = y_true.to(y_pred.dtype)
+    return reduce(F.poisson_nll_loss(y_pred, y, log_input=False, full=False, eps=KERAS_EPSILON,
+                                     reduction="none").mean(-1), reduction)
+
+
+builtin("squared_error", _torch_squared_error)
+builtin("l2_loss", _torch_l2_loss)
+builtin("mean_absolute_percentage_error", _torch_mean_absolute_percentage_error)
+builtin("mean_squared_logarithmic_error", _torch_mean_squared_logarithmic_error)
+builtin("poisson", _torch_poisson)
