@@ -1,5 +1,7 @@
 """Margin losses in JAX: margin_ranking_loss, hinge_embedding_loss, soft_margin_loss,
-multilabel_soft_margin_loss, multilabel_margin_loss, multi_margin_loss.
+multilabel_soft_margin_loss, multilabel_margin_loss, multi_margin_loss; then optax's and
+Keras's hinge-type losses: hinge_loss, perceptron_loss, sparsemax_loss, multiclass_hinge_loss,
+multiclass_perceptron_loss, multiclass_sparsemax_loss, squared_hinge, categorical_hinge.
 
 Each loss reads as in ``reference/margin.py``: a jax.numpy function (the
 ``autodiff`` variant) and a ``jax.custom_vjp`` whose backward is the reference's VJP.
@@ -14,7 +16,7 @@ import jax
 import jax.numpy as jnp
 
 from reference.reductions import reduce, reduce_vjp
-from .core import autodiff, builtin, custom_vjp
+from .core import autodiff, builtin, custom_vjp, keras
 
 
 def _per_sample_count(input) -> int:
@@ -224,3 +226,260 @@ def _optax_sigmoid_bce_multilabel(input, target, weight=None, reduction="mean"):
 builtin("margin_ranking_loss", _optax_perceptron_margin_ranking)
 builtin("soft_margin_loss", _optax_sigmoid_bce_soft_margin)
 builtin("multilabel_soft_margin_loss", _optax_sigmoid_bce_multilabel)
+
+
+# ==================================================================================
+# Part 2: optax's and Keras's hinge-type losses (reduction="none" by default), as in
+# reference/margin.py.
+# ==================================================================================
+
+def _onehot(labels, num_classes, dtype):
+    return (labels[..., None] == jnp.arange(num_classes)).astype(dtype)
+
+
+def _take_label(scores, labels):
+    return jnp.take_along_axis(scores, labels[..., None], axis=-1)[..., 0]
+
+
+# -- hinge_loss --------------------------------------------------------------------
+
+def hinge_loss(predictor_outputs, targets, reduction="none"):
+    return reduce(jnp.maximum(0.0, 1.0 - predictor_outputs * targets), reduction)
+
+
+def _hinge_loss_fwd(predictor_outputs, targets, reduction):
+    return hinge_loss(predictor_outputs, targets, reduction), (predictor_outputs, targets)
+
+
+def _hinge_loss_bwd(reduction, residuals, cotangent):
+    x, y = residuals
+    g = reduce_vjp(cotangent, reduction, x.size)
+    return jnp.where(1.0 - x * y > 0, -y, 0.0) * g, None
+
+
+hinge_loss_custom_vjp = jax.custom_vjp(hinge_loss, nondiff_argnums=(2,))
+hinge_loss_custom_vjp.defvjp(_hinge_loss_fwd, _hinge_loss_bwd)
+autodiff("hinge_loss", hinge_loss)
+custom_vjp("hinge_loss", hinge_loss_custom_vjp, _hinge_loss_fwd, _hinge_loss_bwd)
+
+
+# -- perceptron_loss ---------------------------------------------------------------
+
+def perceptron_loss(predictor_outputs, targets, reduction="none"):
+    return reduce(jnp.maximum(0.0, -predictor_outputs * targets), reduction)
+
+
+def _perceptron_loss_fwd(predictor_outputs, targets, reduction):
+    return perceptron_loss(predictor_outputs, targets, reduction), (predictor_outputs, targets)
+
+
+def _perceptron_loss_bwd(reduction, residuals, cotangent):
+    x, y = residuals
+    g = reduce_vjp(cotangent, reduction, x.size)
+    return jnp.where(-x * y > 0, -y, 0.0) * g, None
+
+
+perceptron_loss_custom_vjp = jax.custom_vjp(perceptron_loss, nondiff_argnums=(2,))
+perceptron_loss_custom_vjp.defvjp(_perceptron_loss_fwd, _perceptron_loss_bwd)
+autodiff("perceptron_loss", perceptron_loss)
+custom_vjp("perceptron_loss", perceptron_loss_custom_vjp, _perceptron_loss_fwd, _perceptron_loss_bwd)
+
+
+# -- sparsemax_loss ----------------------------------------------------------------
+
+def sparsemax_loss(logits, labels, reduction="none"):
+    u = jnp.where(labels.astype(bool), -logits, logits)
+    return reduce(jnp.where(u <= -1.0, 0.0, jnp.where(u >= 1.0, u, (u + 1.0) ** 2 / 4.0)), reduction)
+
+
+def _sparsemax_loss_fwd(logits, labels, reduction):
+    return sparsemax_loss(logits, labels, reduction), (logits, labels)
+
+
+def _sparsemax_loss_bwd(reduction, residuals, cotangent):
+    logits, labels = residuals
+    g = reduce_vjp(cotangent, reduction, logits.size)
+    sparse_sigmoid = jnp.clip((logits + 1.0) / 2.0, 0.0, 1.0)
+    return (sparse_sigmoid - labels.astype(logits.dtype)) * g, None
+
+
+sparsemax_loss_custom_vjp = jax.custom_vjp(sparsemax_loss, nondiff_argnums=(2,))
+sparsemax_loss_custom_vjp.defvjp(_sparsemax_loss_fwd, _sparsemax_loss_bwd)
+autodiff("sparsemax_loss", sparsemax_loss)
+custom_vjp("sparsemax_loss", sparsemax_loss_custom_vjp, _sparsemax_loss_fwd, _sparsemax_loss_bwd)
+
+
+# -- multiclass_hinge_loss ---------------------------------------------------------
+
+def multiclass_hinge_loss(scores, labels, reduction="none"):
+    z = scores + 1.0 - _onehot(labels, scores.shape[-1], scores.dtype)
+    return reduce(z.max(-1) - _take_label(scores, labels), reduction)
+
+
+def _multiclass_hinge_loss_fwd(scores, labels, reduction):
+    return multiclass_hinge_loss(scores, labels, reduction), (scores, labels)
+
+
+def _multiclass_hinge_loss_bwd(reduction, residuals, cotangent):
+    scores, labels = residuals
+    num_classes = scores.shape[-1]
+    onehot = _onehot(labels, num_classes, scores.dtype)
+    winner = _onehot(jnp.argmax(scores + 1.0 - onehot, axis=-1), num_classes, scores.dtype)
+    g = reduce_vjp(cotangent, reduction, _per_sample_count(scores))
+    return (winner - onehot) * jnp.expand_dims(g, -1), None
+
+
+multiclass_hinge_loss_custom_vjp = jax.custom_vjp(multiclass_hinge_loss, nondiff_argnums=(2,))
+multiclass_hinge_loss_custom_vjp.defvjp(_multiclass_hinge_loss_fwd, _multiclass_hinge_loss_bwd)
+autodiff("multiclass_hinge_loss", multiclass_hinge_loss)
+custom_vjp("multiclass_hinge_loss", multiclass_hinge_loss_custom_vjp, _multiclass_hinge_loss_fwd,
+           _multiclass_hinge_loss_bwd)
+
+
+# -- multiclass_perceptron_loss ----------------------------------------------------
+
+def multiclass_perceptron_loss(scores, labels, reduction="none"):
+    return reduce(scores.max(-1) - _take_label(scores, labels), reduction)
+
+
+def _multiclass_perceptron_loss_fwd(scores, labels, reduction):
+    return multiclass_perceptron_loss(scores, labels, reduction), (scores, labels)
+
+
+def _multiclass_perceptron_loss_bwd(reduction, residuals, cotangent):
+    scores, labels = residuals
+    num_classes = scores.shape[-1]
+    winner = _onehot(jnp.argmax(scores, axis=-1), num_classes, scores.dtype)
+    g = reduce_vjp(cotangent, reduction, _per_sample_count(scores))
+    return (winner - _onehot(labels, num_classes, scores.dtype)) * jnp.expand_dims(g, -1), None
+
+
+multiclass_perceptron_loss_custom_vjp = jax.custom_vjp(multiclass_perceptron_loss, nondiff_argnums=(2,))
+multiclass_perceptron_loss_custom_vjp.defvjp(_multiclass_perceptron_loss_fwd, _multiclass_perceptron_loss_bwd)
+autodiff("multiclass_perceptron_loss", multiclass_perceptron_loss)
+custom_vjp("multiclass_perceptron_loss", multiclass_perceptron_loss_custom_vjp, _multiclass_perceptron_loss_fwd,
+           _multiclass_perceptron_loss_bwd)
+
+
+# -- multiclass_sparsemax_loss -----------------------------------------------------
+
+def sparsemax(z):
+    """The projection of each row onto the probability simplex, as ``reference.margin.sparsemax``."""
+    z_sorted = jnp.sort(z, axis=-1)[..., ::-1]
+    cssv = jnp.cumsum(z_sorted, axis=-1) - 1.0
+    rank = jnp.arange(1, z.shape[-1] + 1, dtype=z.dtype)
+    k = (z_sorted - cssv / rank > 0).sum(-1, keepdims=True)
+    tau = jnp.take_along_axis(cssv, k - 1, axis=-1) / k.astype(z.dtype)
+    return jnp.maximum(z - tau, 0.0)
+
+
+def multiclass_sparsemax_loss(scores, labels, reduction="none"):
+    p = sparsemax(scores)
+    shifted = jnp.where(p > 0, scores - _take_label(scores, labels)[..., None], 0.0)
+    return reduce((p * shifted).sum(-1) + 0.5 * (1.0 - (p * p).sum(-1)), reduction)
+
+
+def _multiclass_sparsemax_loss_fwd(scores, labels, reduction):
+    return multiclass_sparsemax_loss(scores, labels, reduction), (scores, labels)
+
+
+def _multiclass_sparsemax_loss_bwd(reduction, residuals, cotangent):
+    scores, labels = residuals
+    g = reduce_vjp(cotangent, reduction, _per_sample_count(scores))
+    d_scores = sparsemax(scores) - _onehot(labels, scores.shape[-1], scores.dtype)
+    return d_scores * jnp.expand_dims(g, -1), None
+
+
+multiclass_sparsemax_loss_custom_vjp = jax.custom_vjp(multiclass_sparsemax_loss, nondiff_argnums=(2,))
+multiclass_sparsemax_loss_custom_vjp.defvjp(_multiclass_sparsemax_loss_fwd, _multiclass_sparsemax_loss_bwd)
+autodiff("multiclass_sparsemax_loss", multiclass_sparsemax_loss)
+custom_vjp("multiclass_sparsemax_loss", multiclass_sparsemax_loss_custom_vjp, _multiclass_sparsemax_loss_fwd,
+           _multiclass_sparsemax_loss_bwd)
+
+
+# -- squared_hinge (Keras) ---------------------------------------------------------
+
+def keras_hinge_labels(y_true):
+    """Keras's {0, 1} -> {-1, 1} conversion, decided over the whole array."""
+    is_binary = jnp.all((y_true == 0) | (y_true == 1))
+    return jnp.where(is_binary, 2.0 * y_true - 1.0, y_true)
+
+
+def squared_hinge(y_true, y_pred, reduction="none"):
+    y = keras_hinge_labels(y_true.astype(y_pred.dtype))
+    h = jnp.maximum(0.0, 1.0 - y * y_pred)
+    return reduce((h * h).mean(-1), reduction)
+
+
+def _squared_hinge_fwd(y_true, y_pred, reduction):
+    return squared_hinge(y_true, y_pred, reduction), (y_true, y_pred)
+
+
+def _squared_hinge_bwd(reduction, residuals, cotangent):
+    y_true, y_pred = residuals
+    y = keras_hinge_labels(y_true.astype(y_pred.dtype))
+    h = jnp.maximum(0.0, 1.0 - y * y_pred)
+    g = reduce_vjp(cotangent, reduction, _per_sample_count(y_pred))
+    return None, -2.0 * y * h / y_pred.shape[-1] * jnp.expand_dims(g, -1)
+
+
+squared_hinge_custom_vjp = jax.custom_vjp(squared_hinge, nondiff_argnums=(2,))
+squared_hinge_custom_vjp.defvjp(_squared_hinge_fwd, _squared_hinge_bwd)
+autodiff("squared_hinge", squared_hinge)
+custom_vjp("squared_hinge", squared_hinge_custom_vjp, _squared_hinge_fwd, _squared_hinge_bwd)
+
+
+# -- categorical_hinge (Keras) -----------------------------------------------------
+
+def categorical_hinge(y_true, y_pred, reduction="none"):
+    y = y_true.astype(y_pred.dtype)
+    pos = (y * y_pred).sum(-1)
+    neg = ((1.0 - y) * y_pred).max(-1)
+    return reduce(jnp.maximum(neg - pos + 1.0, 0.0), reduction)
+
+
+def _categorical_hinge_fwd(y_true, y_pred, reduction):
+    return categorical_hinge(y_true, y_pred, reduction), (y_true, y_pred)
+
+
+def _categorical_hinge_bwd(reduction, residuals, cotangent):
+    y_true, y_pred = residuals
+    y = y_true.astype(y_pred.dtype)
+    candidates = (1.0 - y) * y_pred
+    active = (candidates.max(-1) - (y * y_pred).sum(-1) + 1.0 > 0)[..., None]
+    winner = _onehot(jnp.argmax(candidates, axis=-1), y_pred.shape[-1], y_pred.dtype)
+    g = reduce_vjp(cotangent, reduction, _per_sample_count(y_pred))
+    return None, jnp.where(active, (1.0 - y) * winner - y, 0.0) * jnp.expand_dims(g, -1)
+
+
+categorical_hinge_custom_vjp = jax.custom_vjp(categorical_hinge, nondiff_argnums=(2,))
+categorical_hinge_custom_vjp.defvjp(_categorical_hinge_fwd, _categorical_hinge_bwd)
+autodiff("categorical_hinge", categorical_hinge)
+custom_vjp("categorical_hinge", categorical_hinge_custom_vjp, _categorical_hinge_fwd, _categorical_hinge_bwd)
+
+
+# -- the built-ins (part 2): optax's and Keras's own losses ------------------------
+
+def _optax(name: str):
+    def adapter(x, labels, reduction="none"):
+        import optax
+        return reduce(getattr(optax.losses, name)(x, labels), reduction)
+    adapter.__name__ = f"optax_{name}"
+    adapter.__doc__ = f"optax.losses.{name}, reduced as lossparity reduces."
+    return adapter
+
+
+def _keras(name: str):
+    def adapter(y_true, y_pred, reduction="none"):
+        return reduce(getattr(keras().losses, name)(y_true, y_pred), reduction)
+    adapter.__name__ = f"keras_{name}"
+    adapter.__doc__ = (f"keras.losses.{name} on the JAX backend (float64 in, float64 out), "
+                       "reduced as lossparity reduces.")
+    return adapter
+
+
+for _name in ("hinge_loss", "perceptron_loss", "sparsemax_loss", "multiclass_hinge_loss",
+              "multiclass_perceptron_loss", "multiclass_sparsemax_loss"):
+    builtin(_name, _optax(_name))
+for _name in ("squared_hinge", "categorical_hinge"):
+    builtin(_name, _keras(_name))

@@ -1,5 +1,7 @@
 """Margin losses in torch: margin_ranking_loss, hinge_embedding_loss, soft_margin_loss,
-multilabel_soft_margin_loss, multilabel_margin_loss, multi_margin_loss.
+multilabel_soft_margin_loss, multilabel_margin_loss, multi_margin_loss; then optax's and
+Keras's hinge-type losses: hinge_loss, perceptron_loss, sparsemax_loss, multiclass_hinge_loss,
+multiclass_perceptron_loss, multiclass_sparsemax_loss, squared_hinge, categorical_hinge.
 
 Each loss reads as in ``reference/margin.py``: a functional over torch ops (the
 ``module`` variant, autograd does the backward) and an ``autograd.Function`` whose
@@ -248,3 +250,307 @@ builtin("soft_margin_loss", F.soft_margin_loss)
 builtin("multilabel_soft_margin_loss", F.multilabel_soft_margin_loss)
 builtin("multilabel_margin_loss", F.multilabel_margin_loss)
 builtin("multi_margin_loss", F.multi_margin_loss)
+
+
+# ==================================================================================
+# Part 2: optax's and Keras's hinge-type losses (reduction="none" by default), as in
+# reference/margin.py.
+# ==================================================================================
+
+def _onehot(labels, num_classes, dtype):
+    return (labels.unsqueeze(-1) == torch.arange(num_classes, device=labels.device)).to(dtype)
+
+
+def _take_label(scores, labels):
+    return torch.gather(scores, -1, labels.unsqueeze(-1)).squeeze(-1)
+
+
+# -- hinge_loss --------------------------------------------------------------------
+
+def hinge_loss(predictor_outputs, targets, reduction="none"):
+    return reduce((1.0 - predictor_outputs * targets).clamp_min(0.0), reduction)
+
+
+class HingeLossFunction(torch.autograd.Function):
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(predictor_outputs, targets, reduction):
+        return hinge_loss(predictor_outputs, targets, reduction)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        predictor_outputs, targets, ctx.reduction = inputs
+        ctx.save_for_backward(predictor_outputs, targets)
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        x, y = ctx.saved_tensors
+        g = reduce_vjp(grad_output, ctx.reduction, x.numel())
+        return torch.where(1.0 - x * y > 0, -y, torch.zeros_like(y)) * g, None, None
+
+
+HingeLoss = module("hinge_loss", "HingeLoss", hinge_loss)
+hinge_loss_function = function("hinge_loss", HingeLossFunction)
+
+
+# -- perceptron_loss ---------------------------------------------------------------
+
+def perceptron_loss(predictor_outputs, targets, reduction="none"):
+    return reduce((-predictor_outputs * targets).clamp_min(0.0), reduction)
+
+
+class PerceptronLossFunction(torch.autograd.Function):
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(predictor_outputs, targets, reduction):
+        return perceptron_loss(predictor_outputs, targets, reduction)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        predictor_outputs, targets, ctx.reduction = inputs
+        ctx.save_for_backward(predictor_outputs, targets)
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        x, y = ctx.saved_tensors
+        g = reduce_vjp(grad_output, ctx.reduction, x.numel())
+        return torch.where(-x * y > 0, -y, torch.zeros_like(y)) * g, None, None
+
+
+PerceptronLoss = module("perceptron_loss", "PerceptronLoss", perceptron_loss)
+perceptron_loss_function = function("perceptron_loss", PerceptronLossFunction)
+
+
+# -- sparsemax_loss ----------------------------------------------------------------
+
+def sparsemax_loss(logits, labels, reduction="none"):
+    u = torch.where(labels.bool(), -logits, logits)
+    plus = torch.where(u <= -1.0, torch.zeros_like(u), torch.where(u >= 1.0, u, (u + 1.0) ** 2 / 4.0))
+    return reduce(plus, reduction)
+
+
+class SparsemaxLossFunction(torch.autograd.Function):
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(logits, labels, reduction):
+        return sparsemax_loss(logits, labels, reduction)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        logits, labels, ctx.reduction = inputs
+        ctx.save_for_backward(logits, labels)
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        logits, labels = ctx.saved_tensors
+        g = reduce_vjp(grad_output, ctx.reduction, logits.numel())
+        sparse_sigmoid = ((logits + 1.0) / 2.0).clamp(0.0, 1.0)
+        return (sparse_sigmoid - labels.to(logits.dtype)) * g, None, None
+
+
+SparsemaxLoss = module("sparsemax_loss", "SparsemaxLoss", sparsemax_loss)
+sparsemax_loss_function = function("sparsemax_loss", SparsemaxLossFunction)
+
+
+# -- multiclass_hinge_loss ---------------------------------------------------------
+
+def multiclass_hinge_loss(scores, labels, reduction="none"):
+    z = scores + 1.0 - _onehot(labels, scores.shape[-1], scores.dtype)
+    return reduce(z.amax(-1) - _take_label(scores, labels), reduction)
+
+
+class MulticlassHingeLossFunction(torch.autograd.Function):
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(scores, labels, reduction):
+        return multiclass_hinge_loss(scores, labels, reduction)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        scores, labels, ctx.reduction = inputs
+        ctx.save_for_backward(scores, labels)
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        scores, labels = ctx.saved_tensors
+        num_classes = scores.shape[-1]
+        onehot = _onehot(labels, num_classes, scores.dtype)
+        winner = _onehot(torch.argmax(scores + 1.0 - onehot, dim=-1), num_classes, scores.dtype)
+        g = reduce_vjp(grad_output, ctx.reduction, _per_sample_count(scores))
+        return (winner - onehot) * g.unsqueeze(-1), None, None
+
+
+MulticlassHingeLoss = module("multiclass_hinge_loss", "MulticlassHingeLoss", multiclass_hinge_loss)
+multiclass_hinge_loss_function = function("multiclass_hinge_loss", MulticlassHingeLossFunction)
+
+
+# -- multiclass_perceptron_loss ----------------------------------------------------
+
+def multiclass_perceptron_loss(scores, labels, reduction="none"):
+    return reduce(scores.amax(-1) - _take_label(scores, labels), reduction)
+
+
+class MulticlassPerceptronLossFunction(torch.autograd.Function):
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(scores, labels, reduction):
+        return multiclass_perceptron_loss(scores, labels, reduction)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        scores, labels, ctx.reduction = inputs
+        ctx.save_for_backward(scores, labels)
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        scores, labels = ctx.saved_tensors
+        num_classes = scores.shape[-1]
+        winner = _onehot(torch.argmax(scores, dim=-1), num_classes, scores.dtype)
+        g = reduce_vjp(grad_output, ctx.reduction, _per_sample_count(scores))
+        return (winner - _onehot(labels, num_classes, scores.dtype)) * g.unsqueeze(-1), None, None
+
+
+MulticlassPerceptronLoss = module("multiclass_perceptron_loss", "MulticlassPerceptronLoss",
+                                  multiclass_perceptron_loss)
+multiclass_perceptron_loss_function = function("multiclass_perceptron_loss", MulticlassPerceptronLossFunction)
+
+
+# -- multiclass_sparsemax_loss -----------------------------------------------------
+
+def sparsemax(z):
+    """The projection of each row onto the probability simplex, as ``reference.margin.sparsemax``."""
+    z_sorted = torch.sort(z, dim=-1, descending=True).values
+    cssv = z_sorted.cumsum(-1) - 1.0
+    rank = torch.arange(1, z.shape[-1] + 1, device=z.device, dtype=z.dtype)
+    k = (z_sorted - cssv / rank > 0).sum(-1, keepdim=True)
+    tau = torch.gather(cssv, -1, k - 1) / k.to(z.dtype)
+    return (z - tau).clamp_min(0.0)
+
+
+def multiclass_sparsemax_loss(scores, labels, reduction="none"):
+    p = sparsemax(scores)
+    shifted = torch.where(p > 0, scores - _take_label(scores, labels).unsqueeze(-1), torch.zeros_like(scores))
+    return reduce((p * shifted).sum(-1) + 0.5 * (1.0 - (p * p).sum(-1)), reduction)
+
+
+class MulticlassSparsemaxLossFunction(torch.autograd.Function):
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(scores, labels, reduction):
+        return multiclass_sparsemax_loss(scores, labels, reduction)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        scores, labels, ctx.reduction = inputs
+        ctx.save_for_backward(scores, labels)
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        scores, labels = ctx.saved_tensors
+        g = reduce_vjp(grad_output, ctx.reduction, _per_sample_count(scores))
+        d_scores = sparsemax(scores) - _onehot(labels, scores.shape[-1], scores.dtype)
+        return d_scores * g.unsqueeze(-1), None, None
+
+
+MulticlassSparsemaxLoss = module("multiclass_sparsemax_loss", "MulticlassSparsemaxLoss", multiclass_sparsemax_loss)
+multiclass_sparsemax_loss_function = function("multiclass_sparsemax_loss", MulticlassSparsemaxLossFunction)
+
+
+# -- squared_hinge (Keras) ---------------------------------------------------------
+
+def keras_hinge_labels(y_true):
+    """Keras's {0, 1} -> {-1, 1} conversion, decided over the whole array."""
+    is_binary = ((y_true == 0) | (y_true == 1)).all()
+    return torch.where(is_binary, 2.0 * y_true - 1.0, y_true)
+
+
+def squared_hinge(y_true, y_pred, reduction="none"):
+    y = keras_hinge_labels(y_true.to(y_pred.dtype))
+    h = (1.0 - y * y_pred).clamp_min(0.0)
+    return reduce((h * h).mean(-1), reduction)
+
+
+class SquaredHingeFunction(torch.autograd.Function):
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(y_true, y_pred, reduction):
+        return squared_hinge(y_true, y_pred, reduction)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        y_true, y_pred, ctx.reduction = inputs
+        ctx.save_for_backward(y_true, y_pred)
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        y_true, y_pred = ctx.saved_tensors
+        y = keras_hinge_labels(y_true.to(y_pred.dtype))
+        h = (1.0 - y * y_pred).clamp_min(0.0)
+        g = reduce_vjp(grad_output, ctx.reduction, _per_sample_count(y_pred))
+        return None, -2.0 * y * h / y_pred.shape[-1] * g.unsqueeze(-1), None
+
+
+SquaredHinge = module("squared_hinge", "SquaredHinge", squared_hinge)
+squared_hinge_function = function("squared_hinge", SquaredHingeFunction)
+
+
+# -- categorical_hinge (Keras) -----------------------------------------------------
+
+def categorical_hinge(y_true, y_pred, reduction="none"):
+    y = y_true.to(y_pred.dtype)
+    pos = (y * y_pred).sum(-1)
+    neg = ((1.0 - y) * y_pred).amax(-1)
+    return reduce((neg - pos + 1.0).clamp_min(0.0), reduction)
+
+
+class CategoricalHingeFunction(torch.autograd.Function):
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(y_true, y_pred, reduction):
+        return categorical_hinge(y_true, y_pred, reduction)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        y_true, y_pred, ctx.reduction = inputs
+        ctx.save_for_backward(y_true, y_pred)
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        y_true, y_pred = ctx.saved_tensors
+        y = y_true.to(y_pred.dtype)
+        candidates = (1.0 - y) * y_pred
+        active = (candidates.amax(-1) - (y * y_pred).sum(-1) + 1.0 > 0).unsqueeze(-1)
+        winner = _onehot(torch.argmax(candidates, dim=-1), y_pred.shape[-1], y_pred.dtype)
+        slope = torch.where(active, (1.0 - y) * winner - y, torch.zeros_like(y))
+        g = reduce_vjp(grad_output, ctx.reduction, _per_sample_count(y_pred))
+        return None, slope * g.unsqueeze(-1), None
+
+
+CategoricalHinge = module("categorical_hinge", "CategoricalHinge", categorical_hinge)
+categorical_hinge_function = function("categorical_hinge", CategoricalHingeFunction)
+
+
+# -- the built-ins (part 2): torch has these two under another name -----------------
+
+def _margin_ranking_hinge(predictor_outputs, targets, reduction="none"):
+    """hinge_loss == margin_ranking_loss(x, 0, y, margin=1)."""
+    return F.margin_ranking_loss(predictor_outputs, torch.zeros_like(predictor_outputs), targets,
+                                 margin=1.0, reduction=reduction)
+
+
+def _margin_ranking_perceptron(predictor_outputs, targets, reduction="none"):
+    """perceptron_loss == margin_ranking_loss(x, 0, y, margin=0)."""
+    return F.margin_ranking_loss(predictor_outputs, torch.zeros_like(predictor_outputs), targets,
+                                 margin=0.0, reduction=reduction)
+
+
+builtin("hinge_loss", _margin_ranking_hinge)
+builtin("perceptron_loss", _margin_ranking_perceptron)
