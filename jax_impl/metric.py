@@ -253,3 +253,281 @@ def _optax_triplet_margin_loss(anchor, positive, negative, margin=1.0, p=2, eps=
 
 builtin("cosine_embedding_loss", _optax_cosine_embedding_loss)
 builtin("triplet_margin_loss", _optax_triplet_margin_loss)
+
+
+# =========================================================================================
+# Part 2: optax's and Keras's metric-learning and ranking losses, read as in reference/metric.py
+# =========================================================================================
+
+from reference.metric import _reduced_axes  # noqa: E402  (optax's axis as sorted non-negative axes)
+from .core import keras  # noqa: E402
+
+
+def _slope(x):
+    """The derivative of max(x, 0) as jnp.maximum's backward: 1 above 0, 1/2 at a tie, 0 below."""
+    return (x > 0).astype(x.dtype) + 0.5 * (x == 0).astype(x.dtype)
+
+
+def _masked_logsumexp(x, mask, axis):
+    """log sum exp of the masked entries along ``axis``, shifted by their maximum: (value, 0 where
+    the mask selects nothing; whether it selects anything). Nothing selected never reaches a
+    log(0) or an exp overflow, so autodiff gives no NaN."""
+    xm = jnp.where(mask, x, -jnp.inf)
+    shift = jax.lax.stop_gradient(jnp.max(xm, axis, keepdims=True))
+    shift = jnp.where(jnp.isfinite(shift), shift, 0.0)
+    total = jnp.exp(xm - shift).sum(axis, keepdims=True)
+    has = mask.any(axis)
+    lse = jnp.squeeze(jnp.log(jnp.where(total > 0, total, 1.0)) + shift, axis)
+    return jnp.where(has, lse, 0.0), has
+
+
+# -- optax's cosine_similarity and cosine_distance ----------------------------------------
+
+def _optax_cosine_parts(predictions, targets, epsilon, axis, where):
+    axes = _reduced_axes(axis, predictions.ndim)
+    w = jnp.ones(predictions.shape, dtype=bool) if where is None else where
+    n2p = jnp.where(w, predictions * predictions, 0.0).sum(axes, keepdims=True)
+    n2t = jnp.where(w, targets * targets, 0.0).sum(axes, keepdims=True)
+    rp, rt = jnp.sqrt(jnp.maximum(n2p, epsilon)), jnp.sqrt(jnp.maximum(n2t, epsilon))
+    cos = jnp.where(w, (predictions / rp) * (targets / rt), 0.0).sum(axes)
+    return cos, w, n2p, n2t, rp, rt
+
+
+def _optax_cosine_bwd_parts(epsilon, axis, reduction, predictions, targets, where, cotangent):
+    cos, w, n2p, n2t, rp, rt = _optax_cosine_parts(predictions, targets, epsilon, axis, where)
+    g = jnp.broadcast_to(reduce_vjp(cotangent, reduction, cos.size), cos.shape).reshape(n2p.shape)
+    c = cos.reshape(n2p.shape)
+    d_p = jnp.where(w, g * (targets / (rp * rt) - _slope(n2p - epsilon) * c * predictions / (rp * rp)), 0.0)
+    d_t = jnp.where(w, g * (predictions / (rp * rt) - _slope(n2t - epsilon) * c * targets / (rt * rt)), 0.0)
+    return d_p, d_t
+
+
+def cosine_similarity(predictions, targets, epsilon=0.0, axis=-1, where=None, reduction="none"):
+    return reduce(_optax_cosine_parts(predictions, targets, epsilon, axis, where)[0], reduction)
+
+
+def _cosine_similarity_fwd(predictions, targets, epsilon, axis, where, reduction):
+    return cosine_similarity(predictions, targets, epsilon, axis, where, reduction), (predictions, targets, where)
+
+
+def _cosine_similarity_bwd(epsilon, axis, reduction, residuals, cotangent):
+    predictions, targets, where = residuals
+    d_p, d_t = _optax_cosine_bwd_parts(epsilon, axis, reduction, predictions, targets, where, cotangent)
+    return d_p, d_t, None
+
+
+cosine_similarity_custom_vjp = jax.custom_vjp(cosine_similarity, nondiff_argnums=(2, 3, 5))
+cosine_similarity_custom_vjp.defvjp(_cosine_similarity_fwd, _cosine_similarity_bwd)
+autodiff("cosine_similarity", cosine_similarity)
+custom_vjp("cosine_similarity", cosine_similarity_custom_vjp, _cosine_similarity_fwd, _cosine_similarity_bwd)
+
+
+def cosine_distance(predictions, targets, epsilon=0.0, axis=-1, where=None, reduction="none"):
+    return reduce(1.0 - _optax_cosine_parts(predictions, targets, epsilon, axis, where)[0], reduction)
+
+
+def _cosine_distance_fwd(predictions, targets, epsilon, axis, where, reduction):
+    return cosine_distance(predictions, targets, epsilon, axis, where, reduction), (predictions, targets, where)
+
+
+def _cosine_distance_bwd(epsilon, axis, reduction, residuals, cotangent):
+    predictions, targets, where = residuals
+    d_p, d_t = _optax_cosine_bwd_parts(epsilon, axis, reduction, predictions, targets, where, cotangent)
+    return -d_p, -d_t, None
+
+
+cosine_distance_custom_vjp = jax.custom_vjp(cosine_distance, nondiff_argnums=(2, 3, 5))
+cosine_distance_custom_vjp.defvjp(_cosine_distance_fwd, _cosine_distance_bwd)
+autodiff("cosine_distance", cosine_distance)
+custom_vjp("cosine_distance", cosine_distance_custom_vjp, _cosine_distance_fwd, _cosine_distance_bwd)
+
+
+# -- optax's ntxent ---------------------------------------------------------------------
+
+def _ntxent_parts(embeddings, labels, temperature):
+    eps = jnp.finfo(embeddings.dtype).eps
+    n2 = (embeddings * embeddings).sum(-1)
+    r = jnp.sqrt(jnp.maximum(n2, eps))
+    u = embeddings / r[:, None]
+    x = (u @ u.T) / temperature
+    same = labels[:, None] == labels[None, :]
+    pos = same & ~jnp.eye(len(labels), dtype=bool)
+    neg = ~same
+    lse_neg, has_neg = _masked_logsumexp(x, neg, 1)
+    lse_neg = jnp.where(has_neg, lse_neg, -jnp.inf)
+    norm = jnp.logaddexp(lse_neg[:, None], x)  # the log-normalizer of each pair (i, j)
+    return x, pos, neg, lse_neg, norm, n2, r, u, eps
+
+
+def ntxent(embeddings, labels, temperature=0.07, reduction="none"):
+    x, pos, neg, lse_neg, norm = _ntxent_parts(embeddings, labels, temperature)[:5]
+    loss = -jnp.where(pos, x - norm, 0.0).sum() / pos.sum()
+    return reduce(loss, reduction)
+
+
+def _ntxent_fwd(embeddings, labels, temperature, reduction):
+    return ntxent(embeddings, labels, temperature, reduction), (embeddings, labels)
+
+
+def _ntxent_bwd(temperature, reduction, residuals, cotangent):
+    embeddings, labels = residuals
+    x, pos, neg, lse_neg, norm, n2, r, u, eps = _ntxent_parts(embeddings, labels, temperature)
+    g = reduce_vjp(cotangent, reduction, 1)
+    shift = jnp.where(jnp.isfinite(lse_neg), lse_neg, 0.0)
+    pair = jnp.where(pos, jnp.exp(shift[:, None] - norm), 0.0).sum(1)  # sum_j e^{M_i - L_ij}
+    g_neg = jnp.where(neg, jnp.exp(x - shift[:, None]), 0.0) * pair[:, None]
+    g_pos = jnp.where(pos, jnp.exp(x - norm) - 1.0, 0.0)
+    G = g * (g_pos + g_neg) / (pos.sum() * temperature)
+    v = (G + G.T) @ u
+    d = (v - _slope(n2 - eps)[:, None] * (u * v).sum(-1, keepdims=True) * u) / r[:, None]
+    return d, None
+
+
+ntxent_custom_vjp = jax.custom_vjp(ntxent, nondiff_argnums=(2, 3))
+ntxent_custom_vjp.defvjp(_ntxent_fwd, _ntxent_bwd)
+autodiff("ntxent", ntxent)
+custom_vjp("ntxent", ntxent_custom_vjp, _ntxent_fwd, _ntxent_bwd)
+
+
+# -- optax's ranking_softmax_loss ------------------------------------------------------
+
+def _ranking_parts(logits, labels, where, weights):
+    valid = jnp.ones(logits.shape, dtype=bool) if where is None else where
+    y = jnp.where(valid, labels.astype(logits.dtype), 0.0)
+    if weights is not None:
+        y = y * weights
+    lse, _ = _masked_logsumexp(logits, valid, -1)
+    per_list = -jnp.where(valid, y * (logits - lse[..., None]), 0.0).sum(-1)
+    counted = jnp.maximum(valid.any(-1).sum(), 1) if where is not None else max(per_list.size, 1)
+    return y, valid, lse, per_list, counted
+
+
+def ranking_softmax_loss(logits, labels, *, where=None, weights=None, reduction="none"):
+    _, _, _, per_list, counted = _ranking_parts(logits, labels, where, weights)
+    return reduce(per_list, reduction, counted)
+
+
+def _ranking_softmax_loss(logits, labels, where, weights, reduction):
+    """The custom_vjp's positional form."""
+    return ranking_softmax_loss(logits, labels, where=where, weights=weights, reduction=reduction)
+
+
+def _ranking_softmax_loss_fwd(logits, labels, where, weights, reduction):
+    return _ranking_softmax_loss(logits, labels, where, weights, reduction), (logits, labels, where, weights)
+
+
+def _ranking_softmax_loss_bwd(reduction, residuals, cotangent):
+    logits, labels, where, weights = residuals
+    y, valid, lse, per_list, counted = _ranking_parts(logits, labels, where, weights)
+    p = jnp.where(valid, jnp.exp(logits - lse[..., None]), 0.0)
+    g = jnp.broadcast_to(reduce_vjp(cotangent, reduction, per_list.size, counted), per_list.shape)
+    d = jnp.where(valid, g[..., None] * (p * y.sum(-1, keepdims=True) - y), 0.0)
+    return d, None, None, None
+
+
+ranking_softmax_loss_custom_vjp = jax.custom_vjp(_ranking_softmax_loss, nondiff_argnums=(4,))
+ranking_softmax_loss_custom_vjp.defvjp(_ranking_softmax_loss_fwd, _ranking_softmax_loss_bwd)
+autodiff("ranking_softmax_loss", ranking_softmax_loss)
+custom_vjp("ranking_softmax_loss", ranking_softmax_loss_custom_vjp, _ranking_softmax_loss_fwd,
+           _ranking_softmax_loss_bwd)
+
+
+# -- Keras's circle ---------------------------------------------------------------------
+
+def _circle_parts(y_true, y_pred, ref_labels, ref_embeddings, remove_diagonal, gamma, margin):
+    ref = y_pred if ref_embeddings is None else ref_embeddings
+    ref_y = y_true if ref_labels is None else ref_labels
+    S = y_pred @ ref.T
+    D = jnp.maximum(1.0 - S, 0.0)
+    pos = y_true[:, None] == ref_y[None, :]
+    neg = ~pos
+    if remove_diagonal:
+        pos = pos & ~jnp.eye(len(y_true), len(ref_y), dtype=bool)
+    posf, negf = pos.astype(S.dtype), neg.astype(S.dtype)
+    wp = jnp.maximum((margin + D) * posf, 0.0)
+    wn = jnp.maximum((1.0 + margin - D) * negf, 0.0)
+    a = -gamma * wp * (margin - D)
+    b = gamma * wn * (1.0 - margin - D)
+    lse_a, has_a = _masked_logsumexp(a, pos, 1)
+    lse_b, has_b = _masked_logsumexp(b, neg, 1)
+    valid = has_a & has_b
+    z = lse_a + lse_b  # finite: an empty side counts as 0 here and the row is 0 below
+    return S, D, posf, negf, wp, wn, a, b, lse_a, lse_b, valid, z
+
+
+def circle(y_true, y_pred, ref_labels=None, ref_embeddings=None, remove_diagonal=True, gamma=80, margin=0.4,
+           reduction="none"):
+    parts = _circle_parts(y_true, y_pred, ref_labels, ref_embeddings, remove_diagonal, gamma, margin)
+    valid, z = parts[-2], parts[-1]
+    return reduce(jnp.where(valid, jnp.logaddexp(z, 0.0), 0.0), reduction)
+
+
+def _circle_fwd(y_true, y_pred, ref_labels, ref_embeddings, remove_diagonal, gamma, margin, reduction):
+    value = circle(y_true, y_pred, ref_labels, ref_embeddings, remove_diagonal, gamma, margin, reduction)
+    return value, (y_true, y_pred, ref_labels, ref_embeddings)
+
+
+def _circle_bwd(remove_diagonal, gamma, margin, reduction, residuals, cotangent):
+    y_true, y_pred, ref_labels, ref_embeddings = residuals
+    S, D, posf, negf, wp, wn, a, b, lse_a, lse_b, valid, z = _circle_parts(
+        y_true, y_pred, ref_labels, ref_embeddings, remove_diagonal, gamma, margin)
+    g = jnp.broadcast_to(reduce_vjp(cotangent, reduction, z.size), z.shape)
+    sig = jnp.where(valid, jax.nn.sigmoid(z), 0.0)
+    alpha = jnp.where(posf > 0, jnp.exp(a - lse_a[:, None]), 0.0)
+    beta = jnp.where(negf > 0, jnp.exp(b - lse_b[:, None]), 0.0)
+    da = gamma * (wp - _slope((margin + D) * posf) * posf * (margin - D))
+    db = -gamma * (wn + _slope((1.0 + margin - D) * negf) * negf * (1.0 - margin - D))
+    G = -(g * sig)[:, None] * _slope(1.0 - S) * (alpha * da + beta * db)
+    if ref_embeddings is None:
+        return None, G @ y_pred + G.T @ y_pred, None, None
+    return None, G @ ref_embeddings, None, G.T @ y_pred
+
+
+circle_custom_vjp = jax.custom_vjp(circle, nondiff_argnums=(4, 5, 6, 7))
+circle_custom_vjp.defvjp(_circle_fwd, _circle_bwd)
+autodiff("circle", circle)
+custom_vjp("circle", circle_custom_vjp, _circle_fwd, _circle_bwd)
+
+
+# -- part 2's built-ins: the libraries that name these losses --------------------------
+
+def _optax_cosine_similarity(predictions, targets, epsilon=0.0, axis=-1, where=None, reduction="none"):
+    import optax
+    return reduce(optax.losses.cosine_similarity(predictions, targets, epsilon=epsilon, axis=axis, where=where),
+                  reduction)
+
+
+def _optax_cosine_distance(predictions, targets, epsilon=0.0, axis=-1, where=None, reduction="none"):
+    import optax
+    return reduce(optax.losses.cosine_distance(predictions, targets, epsilon=epsilon, axis=axis, where=where),
+                  reduction)
+
+
+def _optax_ntxent(embeddings, labels, temperature=0.07, reduction="none"):
+    """optax's one scalar per batch; every reduction of a 0-d value is that value."""
+    import optax
+    return reduce(optax.losses.ntxent(embeddings, labels, temperature), reduction)
+
+
+def _optax_ranking_softmax_loss(logits, labels, where=None, weights=None, reduction="none"):
+    """optax reduces itself: reduction is mapped to its reduce_fn (none -> None, mean -> jnp.mean,
+    sum -> jnp.sum), so its own masked mean is what the reference's mean is checked against."""
+    import optax
+    reduce_fn = {"none": None, "mean": jnp.mean, "sum": jnp.sum}[reduction]
+    return optax.losses.ranking_softmax_loss(logits, labels, where=where, weights=weights, reduce_fn=reduce_fn)
+
+
+def _keras_circle(y_true, y_pred, ref_labels=None, ref_embeddings=None, remove_diagonal=True, gamma=80, margin=0.4,
+                  reduction="none"):
+    """Keras's function on the JAX backend; it computes in the inputs' dtype (float64 stays
+    float64), so the float64 comparison is honest."""
+    out = keras().losses.circle(y_true, y_pred, ref_labels=ref_labels, ref_embeddings=ref_embeddings,
+                                remove_diagonal=remove_diagonal, gamma=gamma, margin=margin)
+    return reduce(out, reduction)
+
+
+builtin("cosine_similarity", _optax_cosine_similarity)
+builtin("cosine_distance", _optax_cosine_distance)
+builtin("ntxent", _optax_ntxent)
+builtin("ranking_softmax_loss", _optax_ranking_softmax_loss)
+builtin("circle", _keras_circle)

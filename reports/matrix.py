@@ -137,6 +137,31 @@ def expected(spec, d: Drawn) -> tuple[np.ndarray, tuple]:
     return value, grads
 
 
+class OutsideDomain(Exception):
+    """``draw_from``'s sampler options (sizes) are outside the loss's domain: its sampler or its
+    shared checks refused what they drew."""
+
+
+def draw_from(spec, rng: np.random.Generator, case_name: str, reduction: str, dtype: str = "float64",
+              **sizes) -> Drawn:
+    """A cell's inputs like ``draw``, from an explicit generator and with explicit sampler
+    options ``sizes`` (they override the case's ``sample`` options): the inputs, the
+    ``Sampled`` hyperparameters and then the cotangent all come from ``rng``, so ``(seed,
+    case, reduction, sizes)`` reproduces the draw with ``np.random.default_rng(seed)``. The
+    property-based tests use it. Raises ``OutsideDomain`` when the sampler or the spec's
+    checks refuse the draw; anything the reference forward raises afterwards passes through."""
+    try:
+        inputs, kw = spec.draw(rng, case_name, getattr(np, dtype), **sizes)
+        kw = {**kw, "reduction": reduction}
+        reference.validate(spec, tuple(np.asarray(x) for x in _as64(inputs)), _as64(kw))
+    except Exception as e:  # noqa: BLE001  (whatever the sampler or the checks refuse)
+        raise OutsideDomain(f"{spec.name} [{case_name}] with sampler options {sizes}: "
+                            f"{type(e).__name__}: {e}") from e
+    shape = np.shape(reference.loss(spec.name, *_as64(inputs), **_as64(kw)))
+    cotangent = rng.standard_normal(shape).astype(dtype)
+    return Drawn(inputs, kw, cotangent)
+
+
 # -- running one implementation ---------------------------------------------------
 
 def on_differentiable(fn, spec, arrays: list, kw: dict):

@@ -227,3 +227,328 @@ triplet_margin_with_distance_loss_function = function("triplet_margin_with_dista
 builtin("cosine_embedding_loss", F.cosine_embedding_loss)
 builtin("triplet_margin_loss", F.triplet_margin_loss)
 builtin("triplet_margin_with_distance_loss", F.triplet_margin_with_distance_loss)
+
+
+# =========================================================================================
+# Part 2: optax's and Keras's metric-learning and ranking losses, read as in reference/metric.py
+# =========================================================================================
+
+from reference.metric import _reduced_axes  # noqa: E402  (optax's axis as sorted non-negative axes)
+
+
+def _slope(x):
+    """The derivative of max(x, 0) as torch.maximum's backward: 1 above 0, 1/2 at a tie, 0 below."""
+    return (x > 0).to(x.dtype) + 0.5 * (x == 0).to(x.dtype)
+
+
+def _masked_logsumexp(x, mask, dim):
+    """log sum exp of the masked entries along ``dim``, shifted by their maximum: (value, 0 where
+    the mask selects nothing; whether it selects anything). Nothing selected never reaches a
+    log(0) or an exp overflow, so autograd gives no NaN."""
+    xm = torch.where(mask, x, -math.inf)
+    shift = xm.amax(dim, keepdim=True).detach()
+    shift = torch.where(torch.isfinite(shift), shift, 0.0)
+    total = torch.exp(xm - shift).sum(dim, keepdim=True)
+    has = mask.any(dim)
+    lse = (torch.log(torch.where(total > 0, total, 1.0)) + shift).squeeze(dim)
+    return torch.where(has, lse, 0.0), has
+
+
+# -- optax's cosine_similarity and cosine_distance ----------------------------------------
+
+def _optax_cosine_parts(predictions, targets, epsilon, axis, where):
+    axes = _reduced_axes(axis, predictions.dim())
+    w = torch.ones_like(predictions, dtype=torch.bool) if where is None else where
+    n2p = torch.where(w, predictions * predictions, 0.0).sum(axes, keepdim=True)
+    n2t = torch.where(w, targets * targets, 0.0).sum(axes, keepdim=True)
+    floor = torch.full((), epsilon, dtype=predictions.dtype, device=predictions.device)
+    rp, rt = torch.sqrt(torch.maximum(n2p, floor)), torch.sqrt(torch.maximum(n2t, floor))
+    cos = torch.where(w, (predictions / rp) * (targets / rt), 0.0).sum(axes)
+    return cos, w, n2p, n2t, rp, rt
+
+
+def _optax_cosine_vjp(grad_output, predictions, targets, epsilon, axis, where, reduction):
+    cos, w, n2p, n2t, rp, rt = _optax_cosine_parts(predictions, targets, epsilon, axis, where)
+    keep = n2p.shape
+    g = torch.broadcast_to(reduce_vjp(grad_output, reduction, cos.numel()), cos.shape).reshape(keep)
+    c = cos.reshape(keep)
+    d_p = torch.where(w, g * (targets / (rp * rt) - _slope(n2p - epsilon) * c * predictions / (rp * rp)), 0.0)
+    d_t = torch.where(w, g * (predictions / (rp * rt) - _slope(n2t - epsilon) * c * targets / (rt * rt)), 0.0)
+    return d_p, d_t
+
+
+def cosine_similarity(predictions, targets, epsilon=0.0, axis=-1, where=None, reduction="none"):
+    return reduce(_optax_cosine_parts(predictions, targets, epsilon, axis, where)[0], reduction)
+
+
+class CosineSimilarityFunction(torch.autograd.Function):
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(predictions, targets, epsilon, axis, where, reduction):
+        return cosine_similarity(predictions, targets, epsilon, axis, where, reduction)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        predictions, targets, ctx.epsilon, ctx.axis, where, ctx.reduction = inputs
+        ctx.save_for_backward(predictions, targets, where)
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        predictions, targets, where = ctx.saved_tensors
+        d_p, d_t = _optax_cosine_vjp(grad_output, predictions, targets, ctx.epsilon, ctx.axis, where, ctx.reduction)
+        return d_p, d_t, None, None, None, None
+
+
+CosineSimilarity = module("cosine_similarity", "CosineSimilarity", cosine_similarity)
+cosine_similarity_function = function("cosine_similarity", CosineSimilarityFunction)
+
+
+def cosine_distance(predictions, targets, epsilon=0.0, axis=-1, where=None, reduction="none"):
+    return reduce(1.0 - _optax_cosine_parts(predictions, targets, epsilon, axis, where)[0], reduction)
+
+
+class CosineDistanceFunction(torch.autograd.Function):
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(predictions, targets, epsilon, axis, where, reduction):
+        return cosine_distance(predictions, targets, epsilon, axis, where, reduction)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        predictions, targets, ctx.epsilon, ctx.axis, where, ctx.reduction = inputs
+        ctx.save_for_backward(predictions, targets, where)
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        predictions, targets, where = ctx.saved_tensors
+        d_p, d_t = _optax_cosine_vjp(grad_output, predictions, targets, ctx.epsilon, ctx.axis, where, ctx.reduction)
+        return -d_p, -d_t, None, None, None, None
+
+
+CosineDistance = module("cosine_distance", "CosineDistance", cosine_distance)
+cosine_distance_function = function("cosine_distance", CosineDistanceFunction)
+
+
+# -- optax's ntxent ---------------------------------------------------------------------
+
+def _ntxent_parts(embeddings, labels, temperature):
+    eps = torch.finfo(embeddings.dtype).eps
+    n2 = (embeddings * embeddings).sum(-1)
+    r = torch.sqrt(torch.maximum(n2, torch.full((), eps, dtype=n2.dtype, device=n2.device)))
+    u = embeddings / r[:, None]
+    x = (u @ u.T) / temperature
+    same = labels[:, None] == labels[None, :]
+    pos = same & ~torch.eye(len(labels), dtype=torch.bool, device=labels.device)
+    neg = ~same
+    lse_neg, has_neg = _masked_logsumexp(x, neg, 1)
+    lse_neg = torch.where(has_neg, lse_neg, -math.inf)
+    norm = torch.logaddexp(lse_neg[:, None], x)  # the log-normalizer of each pair (i, j)
+    return x, pos, neg, lse_neg, norm, n2, r, u, eps
+
+
+def ntxent(embeddings, labels, temperature=0.07, reduction="none"):
+    x, pos, neg, lse_neg, norm = _ntxent_parts(embeddings, labels, temperature)[:5]
+    loss = -torch.where(pos, x - norm, 0.0).sum() / pos.sum()
+    return reduce(loss, reduction)
+
+
+class NtxentFunction(torch.autograd.Function):
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(embeddings, labels, temperature, reduction):
+        return ntxent(embeddings, labels, temperature, reduction)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        embeddings, labels, ctx.temperature, ctx.reduction = inputs
+        ctx.save_for_backward(embeddings, labels)
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        embeddings, labels = ctx.saved_tensors
+        tau = ctx.temperature
+        x, pos, neg, lse_neg, norm, n2, r, u, eps = _ntxent_parts(embeddings, labels, tau)
+        g = reduce_vjp(grad_output, ctx.reduction, 1)
+        shift = torch.where(torch.isfinite(lse_neg), lse_neg, 0.0)
+        pair = torch.where(pos, torch.exp(shift[:, None] - norm), 0.0).sum(1)  # sum_j e^{M_i - L_ij}
+        g_neg = torch.where(neg, torch.exp(x - shift[:, None]), 0.0) * pair[:, None]
+        g_pos = torch.where(pos, torch.exp(x - norm) - 1.0, 0.0)
+        G = g * (g_pos + g_neg) / (pos.sum() * tau)
+        v = (G + G.T) @ u
+        d = (v - _slope(n2 - eps)[:, None] * (u * v).sum(-1, keepdim=True) * u) / r[:, None]
+        return d, None, None, None
+
+
+Ntxent = module("ntxent", "NTXent", ntxent)
+ntxent_function = function("ntxent", NtxentFunction)
+
+
+# -- optax's ranking_softmax_loss ------------------------------------------------------
+
+def _ranking_parts(logits, labels, where, weights):
+    valid = torch.ones_like(logits, dtype=torch.bool) if where is None else where
+    y = torch.where(valid, labels.to(logits.dtype), 0.0)
+    if weights is not None:
+        y = y * weights
+    lse, _ = _masked_logsumexp(logits, valid, -1)
+    per_list = -torch.where(valid, y * (logits - lse.unsqueeze(-1)), 0.0).sum(-1)
+    counted = valid.any(-1).sum().clamp_min(1) if where is not None else max(per_list.numel(), 1)
+    return y, valid, lse, per_list, counted
+
+
+def ranking_softmax_loss(logits, labels, *, where=None, weights=None, reduction="none"):
+    _, _, _, per_list, counted = _ranking_parts(logits, labels, where, weights)
+    return reduce(per_list, reduction, counted)
+
+
+class RankingSoftmaxLossFunction(torch.autograd.Function):
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(logits, labels, where, weights, reduction):
+        return ranking_softmax_loss(logits, labels, where=where, weights=weights, reduction=reduction)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        logits, labels, where, weights, ctx.reduction = inputs
+        ctx.save_for_backward(logits, labels, where, weights)
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        logits, labels, where, weights = ctx.saved_tensors
+        y, valid, lse, per_list, counted = _ranking_parts(logits, labels, where, weights)
+        p = torch.where(valid, torch.exp(logits - lse.unsqueeze(-1)), 0.0)
+        g = torch.broadcast_to(reduce_vjp(grad_output, ctx.reduction, per_list.numel(), counted), per_list.shape)
+        d = torch.where(valid, g.unsqueeze(-1) * (p * y.sum(-1, keepdim=True) - y), 0.0)
+        return d, None, None, None, None
+
+
+RankingSoftmaxLoss = module("ranking_softmax_loss", "RankingSoftmaxLoss", ranking_softmax_loss)
+ranking_softmax_loss_function = function("ranking_softmax_loss", RankingSoftmaxLossFunction)
+
+
+# -- Keras's circle ---------------------------------------------------------------------
+
+def _circle_parts(y_true, y_pred, ref_labels, ref_embeddings, remove_diagonal, gamma, margin):
+    ref = y_pred if ref_embeddings is None else ref_embeddings
+    ref_y = y_true if ref_labels is None else ref_labels
+    zero = torch.zeros((), dtype=y_pred.dtype, device=y_pred.device)
+    S = y_pred @ ref.T
+    D = torch.maximum(1.0 - S, zero)
+    pos = y_true[:, None] == ref_y[None, :]
+    neg = ~pos
+    if remove_diagonal:
+        pos = pos & ~torch.eye(len(y_true), len(ref_y), dtype=torch.bool, device=pos.device)
+    posf, negf = pos.to(S.dtype), neg.to(S.dtype)
+    wp = torch.maximum((margin + D) * posf, zero)
+    wn = torch.maximum((1.0 + margin - D) * negf, zero)
+    a = -gamma * wp * (margin - D)
+    b = gamma * wn * (1.0 - margin - D)
+    lse_a, has_a = _masked_logsumexp(a, pos, 1)
+    lse_b, has_b = _masked_logsumexp(b, neg, 1)
+    valid = has_a & has_b
+    z = lse_a + lse_b  # finite: an empty side counts as 0 here and the row is 0 below
+    return S, D, posf, negf, wp, wn, a, b, lse_a, lse_b, valid, z
+
+
+def circle(y_true, y_pred, ref_labels=None, ref_embeddings=None, remove_diagonal=True, gamma=80, margin=0.4,
+           reduction="none"):
+    parts = _circle_parts(y_true, y_pred, ref_labels, ref_embeddings, remove_diagonal, gamma, margin)
+    valid, z = parts[-2], parts[-1]
+    return reduce(torch.where(valid, torch.logaddexp(z, torch.zeros_like(z)), 0.0), reduction)
+
+
+class CircleFunction(torch.autograd.Function):
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(y_true, y_pred, ref_labels, ref_embeddings, remove_diagonal, gamma, margin, reduction):
+        return circle(y_true, y_pred, ref_labels, ref_embeddings, remove_diagonal, gamma, margin, reduction)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        (y_true, y_pred, ref_labels, ref_embeddings, ctx.remove_diagonal, ctx.gamma, ctx.margin,
+         ctx.reduction) = inputs
+        ctx.save_for_backward(y_true, y_pred, ref_labels, ref_embeddings)
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        y_true, y_pred, ref_labels, ref_embeddings = ctx.saved_tensors
+        gamma, margin = ctx.gamma, ctx.margin
+        S, D, posf, negf, wp, wn, a, b, lse_a, lse_b, valid, z = _circle_parts(
+            y_true, y_pred, ref_labels, ref_embeddings, ctx.remove_diagonal, gamma, margin)
+        g = torch.broadcast_to(reduce_vjp(grad_output, ctx.reduction, z.numel()), z.shape)
+        sig = torch.where(valid, torch.sigmoid(z), 0.0)
+        alpha = torch.where(posf > 0, torch.exp(a - lse_a[:, None]), 0.0)
+        beta = torch.where(negf > 0, torch.exp(b - lse_b[:, None]), 0.0)
+        da = gamma * (wp - _slope((margin + D) * posf) * posf * (margin - D))
+        db = -gamma * (wn + _slope((1.0 + margin - D) * negf) * negf * (1.0 - margin - D))
+        G = -(g * sig)[:, None] * _slope(1.0 - S) * (alpha * da + beta * db)
+        if ref_embeddings is None:
+            return None, G @ y_pred + G.T @ y_pred, None, None, None, None, None, None
+        return None, G @ ref_embeddings, None, G.T @ y_pred, None, None, None, None
+
+
+Circle = module("circle", "Circle", circle)
+circle_function = function("circle", CircleFunction)
+
+
+# -- part 2's built-ins: torch where it has the same mathematics -------------------------
+
+def _torch_cosine(predictions, targets, epsilon, axis, where):
+    """``F.cosine_similarity`` with ``eps = sqrt(epsilon)``: the same values everywhere; its
+    norm is clamped under no_grad, so its gradient is optax's except where a squared norm
+    lies strictly between 0 and epsilon."""
+    if where is not None:
+        raise NotImplementedError("torch.nn.functional.cosine_similarity has no where")
+    if not isinstance(axis, int):
+        raise NotImplementedError("torch.nn.functional.cosine_similarity reduces one int dim")
+    for x in (predictions, targets):
+        n2 = (x * x).sum(axis)
+        if bool(((n2 > 0) & (n2 < epsilon)).any()):
+            raise NotImplementedError("below the epsilon floor torch's gradient treats the norm as unclamped")
+    return F.cosine_similarity(predictions, targets, dim=axis, eps=math.sqrt(epsilon))
+
+
+def _torch_cosine_similarity(predictions, targets, epsilon=0.0, axis=-1, where=None, reduction="none"):
+    return reduce(_torch_cosine(predictions, targets, epsilon, axis, where), reduction)
+
+
+def _torch_cosine_distance(predictions, targets, epsilon=0.0, axis=-1, where=None, reduction="none"):
+    return reduce(1.0 - _torch_cosine(predictions, targets, epsilon, axis, where), reduction)
+
+
+def _torch_ntxent(embeddings, labels, temperature=0.07, reduction="none"):
+    """Each positive pair (i, j) is a cross entropy over [x_ij, x_ik for the negatives k of i]
+    with target class 0; the non-negatives are -inf logits. ``x`` is torch's cosine matrix
+    with ``eps = sqrt(finfo.eps)`` (optax floors the squared norm at finfo.eps)."""
+    eps = math.sqrt(torch.finfo(embeddings.dtype).eps)
+    x = F.cosine_similarity(embeddings[None, :, :], embeddings[:, None, :], dim=-1, eps=eps) / temperature
+    same = labels[:, None] == labels[None, :]
+    pos = same & ~torch.eye(len(labels), dtype=torch.bool, device=labels.device)
+    i, j = pos.nonzero(as_tuple=True)
+    rows = torch.cat([x[i, j][:, None], torch.where(~same[i], x[i], -math.inf)], dim=1)
+    target = torch.zeros(len(i), dtype=torch.long, device=x.device)
+    return reduce(F.cross_entropy(rows, target, reduction="mean"), reduction)
+
+
+def _torch_ranking_softmax_loss(logits, labels, where=None, weights=None, reduction="none"):
+    """Cross entropy with class-probability targets along the last axis (torch's class axis is
+    1, or 0 for one list); the labels times the weights are the targets."""
+    if where is not None:
+        raise NotImplementedError("torch's cross_entropy has no mask (a -inf logit times a 0 target is NaN)")
+    y = labels.to(logits.dtype)
+    if weights is not None:
+        y = y * weights
+    if logits.dim() == 1:
+        return F.cross_entropy(logits, y, reduction=reduction)
+    return F.cross_entropy(logits.movedim(-1, 1), y.movedim(-1, 1), reduction=reduction)
+
+
+builtin("cosine_similarity", _torch_cosine_similarity)
+builtin("cosine_distance", _torch_cosine_distance)
+builtin("ntxent", _torch_ntxent)
+builtin("ranking_softmax_loss", _torch_ranking_softmax_loss)
