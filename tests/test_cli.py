@@ -1,0 +1,215 @@
+"""The command line: ``lossparity list``, ``show`` and ``report`` (``python -m reports``)."""
+
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+import jax_impl
+import reference
+import torch_impl
+from reports import cli, matrix, report, timing
+
+ROOT = Path(__file__).resolve().parents[1]
+PARITY_COLUMNS = ["loss", "case", "reduction", "framework", "variant", "dtype", "device", "value_abs_err",
+                  "value_rel_err", "grad_abs_err", "grad_rel_err", "rtol", "atol", "passed"]
+TIMING_COLUMNS = ["loss", "framework", "variant", "dtype", "device", "size", "fwd_ms", "fwd_bwd_ms", "compile_ms",
+                  "builtin", "builtin_fwd_ms", "builtin_fwd_bwd_ms", "ratio_to_builtin"]
+LOSSES = ["mse_loss", "huber_loss"]
+
+
+def run(capsys, *argv):
+    code = cli.main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+# -- list --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("fmt", ["table", "csv", "markdown", "json"])
+def test_list_formats(capsys, fmt):
+    code, out, err = run(capsys, "list", "--format", fmt)
+    assert code == 0, err
+    names = reference.names()
+    if fmt == "csv":
+        df = pd.read_csv(io.StringIO(out), keep_default_na=False)
+        assert list(df["name"]) == names
+        assert {"name", "family", "inputs", "hyperparameters", "torch", "optax"} <= set(df.columns)
+        row = df.set_index("name").loc["huber_loss"]
+        assert row["family"] == "regression" and row["inputs"] == "input, target"
+        assert "delta=1.0" in row["hyperparameters"] and row["torch"] == "torch.nn.functional.huber_loss"
+        assert row["optax"] == "optax.losses.huber_loss"
+        assert df.set_index("name").loc["l1_loss", "optax"] == ""  # optax has no l1 loss
+    elif fmt == "json":
+        records = json.loads(out)
+        assert [r["name"] for r in records] == names
+        huber = next(r for r in records if r["name"] == "huber_loss")
+        assert huber["inputs"] == ["input", "target"]
+        assert huber["hyperparameters"] == {"reduction": "mean", "delta": 1.0, "weight": None}
+        assert huber["builtins"] == {"torch": "torch.nn.functional.huber_loss", "optax": "optax.losses.huber_loss"}
+    else:
+        lines = out.splitlines()
+        if fmt == "markdown":
+            assert lines[0].startswith("| name") and set(lines[1]) <= set("|:- ")
+        else:
+            assert lines[0].split()[:4] == ["name", "family", "inputs", "hyperparameters"]
+        body = lines[2:]
+        assert len(body) == len(names)
+        assert [line.strip("| ").split()[0] for line in body] == names
+        column = lines[0].index("family")  # aligned: every family starts under its header
+        assert all(line[column:].startswith(reference.get(n).family) for line, n in zip(body, names))
+        assert any("F.huber_loss" in line and "optax.huber_loss" in line for line in body)
+
+
+# -- show --------------------------------------------------------------------------
+
+def test_show_prints_the_reference_page(capsys):
+    code, out, err = run(capsys, "show", "l1_loss", "--format", "markdown", "--no-timings")
+    assert code == 0, err
+    spec = reference.get("l1_loss")
+    for section in ("# l1_loss", "## Formula", "## Gradient", "## Hyperparameters", "## Cases",
+                    "## Built-ins and differences", "## Known disagreements (xfail)", "## Parity", "## Implementations"):
+        assert section in out
+    assert "\\ell_i = w_i\\,|x_i - y_i|" in out                     # the forward's formula
+    assert "\\operatorname{sign}(x_i - y_i)" in out                 # the VJP's docstring
+    assert "def l1_loss_vjp(cotangent, input, target" in out        # the NumPy source
+    assert "class L1LossFunction(torch.autograd.Function)" in out    # torch's Function
+    assert "def _l1_loss_bwd(" in out                                # JAX's custom_vjp backward
+    # the parity rows are real: every implementation and dtype ran all of the loss's cells
+    n = sum(len(spec.case_reductions(c)) for c in spec.matrix_cases)
+    for variant in matrix.VARIANTS:
+        for dtype in matrix.DTYPES:
+            row = _table_row(out, f"{matrix.FRAMEWORK_OF[variant]}.{variant}", dtype)
+            assert row[2:6] == ["cpu", str(n), str(n), "0"], row
+    row = _table_row(out, "numpy.reference", "float64")  # the reference against finite differences
+    assert row[2:6] == ["cpu", str(len(spec.cases) * 3), str(len(spec.cases) * 3), "0"], row
+
+
+def _table_row(text, first, second):
+    for line in text.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if cells[:2] == [first, second]:
+            return cells
+    raise AssertionError(f"no row {first} {second}")
+
+
+def test_show_text_has_no_markdown_headings(capsys):
+    code, out, err = run(capsys, "show", "mse_loss", "--no-timings")
+    assert code == 0, err
+    assert out.startswith("mse_loss\n========\n")
+    assert "\n## " not in out and "```" not in out
+
+
+def test_unknown_name_is_a_clear_error():
+    proc = subprocess.run([sys.executable, "-m", "reports", "show", "mse_los"], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 2
+    assert "unknown loss 'mse_los'" in proc.stderr and "did you mean mse_loss" in proc.stderr
+    assert "Traceback" not in proc.stderr and proc.stdout == ""
+
+
+def test_unknown_names_in_report_options(capsys, tmp_path):
+    code, out, err = run(capsys, "report", "--losses", "mse_loss,hubre_loss", "--out", str(tmp_path))
+    assert code == 2 and "did you mean huber_loss" in err
+    code, out, err = run(capsys, "report", "--variants", "modul", "--out", str(tmp_path))
+    assert code == 2 and "did you mean module" in err
+    assert not any(tmp_path.iterdir())
+
+
+# -- report ------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def quick_report(tmp_path_factory):
+    out = tmp_path_factory.mktemp("report")
+    code = cli.main(["report", "--quick", "--losses", ",".join(LOSSES), "--out", str(out)])
+    assert code == 0
+    return out
+
+
+def test_report_writes_the_files(quick_report):
+    out = quick_report
+    assert {p.name for p in out.iterdir()} == {"parity.csv", "timings.csv", "REPORT.md", "losses"}
+    assert sorted(p.name for p in (out / "losses").iterdir()) == sorted(f"{n}.md" for n in LOSSES)
+    assert not list(out.rglob("*.tmp"))  # the atomic writes left no temporary file
+
+
+def test_parity_csv(quick_report):
+    df = pd.read_csv(quick_report / "parity.csv", keep_default_na=False, dtype=str)
+    assert list(df.columns[:len(PARITY_COLUMNS) - 3]) == PARITY_COLUMNS[:-3]
+    assert set(PARITY_COLUMNS) <= set(df.columns)
+    assert set(df["passed"]) <= {"True", "False", "xfail"}
+    cells = df[df["variant"] != "reference"]
+    want = {c.id for c in matrix.cells(LOSSES)}
+    got = {f"{r.loss}-{r.case}-{r.reduction}-{r.framework}.{r.variant}-{r.dtype}-{r.device}"
+           for r in cells.itertuples()}
+    assert got == want
+    assert (cells["passed"] == "True").all()
+    # a reference row (analytic VJP against finite differences) for every (loss, case, reduction)
+    ref = df[df["variant"] == "reference"]
+    assert set(ref["framework"]) == {"numpy"} and set(ref["dtype"]) == {"float64"}
+    want = {(n, c.name, r) for n in LOSSES for c in reference.get(n).cases
+            for r in reference.get(n).case_reductions(c)}
+    assert set(zip(ref["loss"], ref["case"], ref["reduction"])) == want
+    assert {(float(r), float(a)) for r, a in zip(ref["rtol"], ref["atol"])} == {(matrix.FD_RTOL, matrix.FD_ATOL)}
+    assert (ref["passed"] == "True").all() and (ref["grad_abs_err"] != "").all()
+    for dtype, (rtol, atol) in matrix.TOLERANCES.items():
+        sub = cells[cells["dtype"] == dtype]
+        assert {(float(r), float(a)) for r, a in zip(sub["rtol"], sub["atol"])} == {(rtol, atol)}
+    assert (cells[["value_abs_err", "grad_rel_err"]].astype(float) >= 0).all().all()
+
+
+def test_timings_csv(quick_report):
+    df = pd.read_csv(quick_report / "timings.csv")
+    assert set(TIMING_COLUMNS) <= set(df.columns)
+    assert sorted(zip(df["loss"], df["variant"])) == sorted((n, v) for n in LOSSES for v in matrix.VARIANTS)
+    assert set(df["dtype"]) == {"float32"} and set(df["device"]) == {"cpu"}
+    assert (df["fwd_ms"] > 0).all() and (df["fwd_bwd_ms"] > 0).all()
+    jax_rows = df[df["framework"] == "jax"]
+    assert (jax_rows["compile_ms"] > 0).all() and df[df["framework"] == "torch"]["compile_ms"].isna().all()
+    assert (df[df["framework"] == "torch"]["builtin"] == df[df["framework"] == "torch"]["loss"]
+            .map(lambda n: f"torch.nn.functional.{n}")).all()
+    ratio = df["fwd_bwd_ms"] / df["builtin_fwd_bwd_ms"]
+    assert ((df["ratio_to_builtin"] - ratio).abs() <= 1e-3 * ratio).all()
+
+
+def test_report_markdown(quick_report):
+    text = (quick_report / "REPORT.md").read_text()
+    assert "## Summary" in text and "## Catalogue" in text and "## Timings" in text
+    assert "[mse_loss](losses/mse_loss.md)" in text and "[huber_loss](losses/huber_loss.md)" in text
+    assert "Worst cells by gradient error" in text
+    page = (quick_report / "losses" / "huber_loss.md").read_text()
+    assert "$$" in page and "optax.losses.huber_loss" in page and "class HuberLossFunction" in page
+    assert "huber is smooth_l1 scaled by its threshold" in page  # a recorded Difference
+
+
+def test_parity_csv_is_deterministic(quick_report, tmp_path, capsys):
+    code, out, err = run(capsys, "report", "--quick", "--no-timings", "--losses", ",".join(reversed(LOSSES)),
+                         "--out", str(tmp_path))
+    assert code == 0, err
+    assert (tmp_path / "parity.csv").read_bytes() == (quick_report / "parity.csv").read_bytes()
+
+
+# -- failures and gaps are recorded, not raised --------------------------------------
+
+def test_a_cell_that_raises_is_recorded_and_the_run_goes_on(monkeypatch):
+    def broken(*inputs, **kw):
+        raise RuntimeError("boom")
+
+    monkeypatch.setitem(jax_impl.IMPLEMENTATIONS._table["l1_loss"], "autodiff", broken)
+    monkeypatch.delitem(torch_impl.IMPLEMENTATIONS._table["l1_loss"], "function")
+    run_ = report.run_loss("l1_loss", dtypes=["float64"])
+    rows = pd.DataFrame(run_.rows)
+    autodiff = rows[rows["variant"] == "autodiff"]
+    assert len(autodiff) and (autodiff["status"] == "error").all() and not autodiff["passed"].any()
+    assert autodiff["error"].str.contains("RuntimeError: boom").all()
+    assert (rows[rows["variant"].isin(["module", "custom_vjp", "reference"])]["status"] == "passed").all()
+    assert "function" not in set(rows["variant"])
+    assert run_.skipped == [{"loss": "l1_loss", "what": "torch function", "reason": "no implementation registered"}]
+    assert all("reproduce with" in f["detail"] for f in run_.failures) and len(run_.failures) == len(autodiff)
+    t_rows, _ = timing.time_loss("l1_loss", budget=timing.QUICK)
+    assert sorted(r["variant"] for r in t_rows) == ["autodiff", "custom_vjp", "module"]
+    assert "boom" in next(r["note"] for r in t_rows if r["variant"] == "autodiff")
