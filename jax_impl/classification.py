@@ -12,8 +12,9 @@ import jax
 import jax.numpy as jnp
 from jax.scipy.special import xlogy
 
+import reference
 from reference.reductions import reduce, reduce_vjp
-from .core import autodiff, builtin, custom_vjp
+from .core import alias, autodiff, builtin, custom_vjp, keras
 
 LOG_CLAMP = -100.0  # torch clamps each log of binary_cross_entropy at -100
 
@@ -325,3 +326,530 @@ builtin("cross_entropy", _optax_cross_entropy)
 builtin("binary_cross_entropy", _optax_binary_cross_entropy)
 builtin("binary_cross_entropy_with_logits", _optax_binary_cross_entropy_with_logits)
 builtin("kl_div", _optax_kl_div)
+
+
+# ==================================================================================
+# Part 2: optax's and Keras's classification losses (see reference/classification.py).
+# sigmoid_binary_cross_entropy and convex_kl_divergence are aliases: ``alias`` runs their
+# targets' implementations.
+# ==================================================================================
+
+KERAS_EPSILON = 1e-7
+
+
+def _optax_axes(axis, ndim: int) -> tuple[int, ...]:
+    if axis is None:
+        return tuple(range(ndim))
+    if isinstance(axis, int):
+        return (axis % ndim,)
+    return tuple(int(a) % ndim for a in axis)
+
+
+def _full_where(where, shape, axes):
+    """``where`` of the logits' shape, or of the per-example shape expanded along the class axes."""
+    if where is None:
+        return None
+    if where.ndim != len(shape):
+        where = jnp.expand_dims(where, tuple(sorted(axes)))
+    return jnp.broadcast_to(where, shape)
+
+
+def _masked(x, w):
+    return x if w is None else jnp.where(w, x, 0.0)
+
+
+def _masked_logsumexp(x, axes, w):
+    """log sum over the kept elements along ``axes`` (kept), -inf where nothing is kept; the
+    inner ``where`` keeps autodiff's gradient finite (0) there."""
+    xm = x if w is None else jnp.where(w, x, -jnp.inf)
+    m = jax.lax.stop_gradient(jnp.max(xm, axis=axes, keepdims=True))
+    m = jnp.where(jnp.isfinite(m), m, 0.0)
+    s = jnp.exp(xm - m).sum(axes, keepdims=True)
+    kept = s > 0
+    return jnp.where(kept, jnp.log(jnp.where(kept, s, 1.0)) + m, -jnp.inf), kept
+
+
+def _per_example_cotangent(cotangent, reduction, numel, axes):
+    g = reduce_vjp(cotangent, reduction, numel)
+    return jnp.expand_dims(g, tuple(sorted(axes))) if reduction == "none" else g
+
+
+def _class_numel(shape, axes) -> int:
+    n = 1
+    for i, s in enumerate(shape):
+        if i not in axes:
+            n *= s
+    return n
+
+
+# -- softmax_cross_entropy_with_integer_labels (optax) --------------------------------
+
+def _label_layout(logits, axis, where):
+    """The class axes moved last in the order given and flattened; ``where`` alike."""
+    nd = logits.ndim
+    axes = _optax_axes(axis, nd)
+    batch = tuple(i for i in range(nd) if i not in axes)
+    perm = batch + axes
+    batch_shape = tuple(logits.shape[i] for i in batch)
+    x = logits.transpose(perm).reshape(batch_shape + (-1,))
+    w = None
+    if where is not None:
+        w = _full_where(where, logits.shape, axes).transpose(perm).reshape(batch_shape + (-1,))
+    return x, w, perm
+
+
+def _label_layout_back(flat, logits, perm):
+    inverse = [0] * len(perm)
+    for i, p in enumerate(perm):
+        inverse[p] = i
+    return flat.reshape(tuple(logits.shape[i] for i in perm)).transpose(inverse)
+
+
+def softmax_cross_entropy_with_integer_labels(logits, labels, axis=-1, where=None, reduction="none"):
+    """optax's softmax cross entropy with integer labels along ``axis``, ``where`` masking
+    classes (logits' shape) or examples."""
+    x, w, _ = _label_layout(logits, axis, where)
+    lse, kept = _masked_logsumexp(x, -1, w)
+    out = lse[..., 0] - jnp.take_along_axis(x, labels[..., None], axis=-1)[..., 0]
+    if w is not None:
+        out = jnp.where(kept[..., 0], out, 0.0)
+    return reduce(out, reduction)
+
+
+def _sce_int_fwd(logits, labels, axis, where, reduction):
+    return softmax_cross_entropy_with_integer_labels(logits, labels, axis, where, reduction), (logits, labels, where)
+
+
+def _sce_int_bwd(axis, reduction, residuals, cotangent):
+    logits, labels, where = residuals
+    x, w, perm = _label_layout(logits, axis, where)
+    lse, kept = _masked_logsumexp(x, -1, w)
+    p = _masked(jnp.exp(x - jnp.where(kept, lse, 0.0)), w)
+    d = p - jax.nn.one_hot(labels, x.shape[-1], dtype=x.dtype)
+    g = reduce_vjp(cotangent, reduction, labels.size)
+    if reduction == "none":
+        g = g[..., None]
+    d = jnp.where(kept, d * g, 0.0)
+    return _label_layout_back(d, logits, perm), None, None
+
+
+softmax_cross_entropy_with_integer_labels_custom_vjp = jax.custom_vjp(softmax_cross_entropy_with_integer_labels,
+                                                                      nondiff_argnums=(2, 4))
+softmax_cross_entropy_with_integer_labels_custom_vjp.defvjp(_sce_int_fwd, _sce_int_bwd)
+autodiff("softmax_cross_entropy_with_integer_labels", softmax_cross_entropy_with_integer_labels)
+custom_vjp("softmax_cross_entropy_with_integer_labels", softmax_cross_entropy_with_integer_labels_custom_vjp,
+           _sce_int_fwd, _sce_int_bwd)
+
+
+# -- softmax_cross_entropy (optax) ------------------------------------------------------
+
+def _softmax_parts(logits, axis, where):
+    axes = _optax_axes(axis, logits.ndim)
+    w = _full_where(where, logits.shape, axes)
+    lse, kept = _masked_logsumexp(logits, axes, w)
+    logp = _masked(logits - jnp.where(kept, lse, 0.0), w)
+    return axes, w, logp, kept
+
+
+def softmax_cross_entropy(logits, labels, axis=-1, where=None, reduction="none"):
+    """optax's softmax cross entropy with probability labels along ``axis``, ``where`` masking."""
+    axes, w, logp, _ = _softmax_parts(logits, axis, where)
+    return reduce(-_masked(labels * logp, w).sum(axes), reduction)
+
+
+def _sce_fwd(logits, labels, axis, where, reduction):
+    return softmax_cross_entropy(logits, labels, axis, where, reduction), (logits, labels, where)
+
+
+def _sce_bwd(axis, reduction, residuals, cotangent):
+    logits, labels, where = residuals
+    axes, w, logp, kept = _softmax_parts(logits, axis, where)
+    t = _masked(labels, w)
+    p = _masked(jnp.where(kept, jnp.exp(logp), 0.0), w)
+    g = _per_example_cotangent(cotangent, reduction, _class_numel(logits.shape, axes), axes)
+    return g * (p * t.sum(axes, keepdims=True) - t), None, None
+
+
+softmax_cross_entropy_custom_vjp = jax.custom_vjp(softmax_cross_entropy, nondiff_argnums=(2, 4))
+softmax_cross_entropy_custom_vjp.defvjp(_sce_fwd, _sce_bwd)
+autodiff("softmax_cross_entropy", softmax_cross_entropy)
+custom_vjp("softmax_cross_entropy", softmax_cross_entropy_custom_vjp, _sce_fwd, _sce_bwd)
+
+
+# -- safe_softmax_cross_entropy (optax) -------------------------------------------------
+
+def safe_softmax_cross_entropy(logits, labels, reduction="none"):
+    """Softmax cross entropy over the last axis with 0 log 0 = 0: finite at -inf logits whose
+    label is 0 (the ``where`` also keeps autodiff's gradient there 0)."""
+    logp = jax.nn.log_softmax(logits, axis=-1)
+    return reduce(-(labels * jnp.where(labels != 0, logp, 0.0)).sum(-1), reduction)
+
+
+def _safe_sce_fwd(logits, labels, reduction):
+    return safe_softmax_cross_entropy(logits, labels, reduction), (logits, labels)
+
+
+def _safe_sce_bwd(reduction, residuals, cotangent):
+    logits, labels = residuals
+    p = jax.nn.softmax(logits, axis=-1)
+    g = _per_example_cotangent(cotangent, reduction, logits.size // logits.shape[-1], (logits.ndim - 1,))
+    return g * (p * labels.sum(-1, keepdims=True) - labels), None
+
+
+safe_softmax_cross_entropy_custom_vjp = jax.custom_vjp(safe_softmax_cross_entropy, nondiff_argnums=(2,))
+safe_softmax_cross_entropy_custom_vjp.defvjp(_safe_sce_fwd, _safe_sce_bwd)
+autodiff("safe_softmax_cross_entropy", safe_softmax_cross_entropy)
+custom_vjp("safe_softmax_cross_entropy", safe_softmax_cross_entropy_custom_vjp, _safe_sce_fwd, _safe_sce_bwd)
+
+
+# -- sigmoid_binary_cross_entropy (optax): an alias of binary_cross_entropy_with_logits ---
+
+alias("sigmoid_binary_cross_entropy")
+
+
+# -- sigmoid_focal_loss (optax) ---------------------------------------------------------
+
+def _focal_parts(logits, labels):
+    log_p, log_q = jax.nn.log_sigmoid(logits), jax.nn.log_sigmoid(-logits)
+    ce = -(labels * log_p + (1.0 - labels) * log_q)
+    log_1m_pt = jnp.logaddexp(log_p + jnp.log1p(-labels), log_q + jnp.log(labels))
+    return log_p, log_q, ce, log_1m_pt
+
+
+def _alpha_t(labels, alpha):
+    return 1.0 if alpha is None else alpha * labels + (1.0 - alpha) * (1.0 - labels)
+
+
+def sigmoid_focal_loss(logits, labels, *, alpha=None, gamma=2.0, reduction="none"):
+    """optax's sigmoid focal loss in log space: finite at saturated logits and for gamma < 2."""
+    _, _, ce, log_1m_pt = _focal_parts(logits, labels)
+    return reduce(_alpha_t(labels, alpha) * ce * jnp.exp(gamma * log_1m_pt), reduction)
+
+
+def _sigmoid_focal_loss_positional(logits, labels, alpha, gamma, reduction):
+    return sigmoid_focal_loss(logits, labels, alpha=alpha, gamma=gamma, reduction=reduction)
+
+
+def _focal_fwd(logits, labels, alpha, gamma, reduction):
+    return _sigmoid_focal_loss_positional(logits, labels, alpha, gamma, reduction), (logits, labels)
+
+
+def _focal_bwd(alpha, gamma, reduction, residuals, cotangent):
+    logits, labels = residuals
+    log_p, log_q, ce, log_1m_pt = _focal_parts(logits, labels)
+    w = jnp.exp(gamma * log_1m_pt)
+    slope = (1.0 - 2.0 * labels) * jnp.exp(log_p + log_q - log_1m_pt)
+    g = reduce_vjp(cotangent, reduction, logits.size)
+    return g * _alpha_t(labels, alpha) * w * (jax.nn.sigmoid(logits) - labels + gamma * ce * slope), None
+
+
+sigmoid_focal_loss_custom_vjp = jax.custom_vjp(_sigmoid_focal_loss_positional, nondiff_argnums=(2, 3, 4))
+sigmoid_focal_loss_custom_vjp.defvjp(_focal_fwd, _focal_bwd)
+autodiff("sigmoid_focal_loss", sigmoid_focal_loss)
+custom_vjp("sigmoid_focal_loss", sigmoid_focal_loss_custom_vjp, _focal_fwd, _focal_bwd)
+
+
+# -- poly_loss_cross_entropy (optax) -----------------------------------------------------
+
+def poly_loss_cross_entropy(logits, labels, *, epsilon=2.0, axis=-1, where=None, reduction="none"):
+    """optax's poly-1 loss: softmax cross entropy plus epsilon sum t (1 - p)."""
+    axes, w, logp, kept = _softmax_parts(logits, axis, where)
+    p = _masked(jnp.where(kept, jnp.exp(logp), 0.0), w)
+    ce = -_masked(labels * logp, w).sum(axes)
+    return reduce(ce + epsilon * _masked(labels * (1.0 - p), w).sum(axes), reduction)
+
+
+def _poly_loss_positional(logits, labels, epsilon, axis, where, reduction):
+    return poly_loss_cross_entropy(logits, labels, epsilon=epsilon, axis=axis, where=where, reduction=reduction)
+
+
+def _poly_fwd(logits, labels, epsilon, axis, where, reduction):
+    return _poly_loss_positional(logits, labels, epsilon, axis, where, reduction), (logits, labels, where)
+
+
+def _poly_bwd(epsilon, axis, reduction, residuals, cotangent):
+    logits, labels, where = residuals
+    axes, w, logp, kept = _softmax_parts(logits, axis, where)
+    t = _masked(labels, w)
+    p = _masked(jnp.where(kept, jnp.exp(logp), 0.0), w)
+    g = _per_example_cotangent(cotangent, reduction, _class_numel(logits.shape, axes), axes)
+    tp = (t * p).sum(axes, keepdims=True)
+    return g * (p * t.sum(axes, keepdims=True) - t - epsilon * p * (t - tp)), None, None
+
+
+poly_loss_cross_entropy_custom_vjp = jax.custom_vjp(_poly_loss_positional, nondiff_argnums=(2, 3, 5))
+poly_loss_cross_entropy_custom_vjp.defvjp(_poly_fwd, _poly_bwd)
+autodiff("poly_loss_cross_entropy", poly_loss_cross_entropy)
+custom_vjp("poly_loss_cross_entropy", poly_loss_cross_entropy_custom_vjp, _poly_fwd, _poly_bwd)
+
+
+# -- kl_divergence, kl_divergence_with_log_targets, generalized_kl_divergence (optax) -----
+
+def _kl_sum(elementwise, axis, where):
+    return _masked(elementwise, where).sum(_optax_axes(axis, elementwise.ndim))
+
+
+def _kl_cotangent(cotangent, reduction, x, axis, where):
+    axes = _optax_axes(axis, x.ndim)
+    g = jnp.broadcast_to(_per_example_cotangent(cotangent, reduction, _class_numel(x.shape, axes), axes), x.shape)
+    return g if where is None else jnp.where(where, g, 0.0)
+
+
+def kl_divergence(log_predictions, targets, axis=-1, where=None, reduction="none"):
+    """optax's KL divergence: kl_div elementwise, summed along ``axis`` where kept."""
+    return reduce(_kl_sum(xlogy(targets, targets) - targets * log_predictions, axis, where), reduction)
+
+
+def _kl_divergence_fwd(log_predictions, targets, axis, where, reduction):
+    return kl_divergence(log_predictions, targets, axis, where, reduction), (log_predictions, targets, where)
+
+
+def _kl_divergence_bwd(axis, reduction, residuals, cotangent):
+    x, t, where = residuals
+    g = _kl_cotangent(cotangent, reduction, x, axis, where)
+    # log t + t/t - x: NaN at t = 0, as autodiff's through xlogy
+    return -t * g, (jnp.log(t) + t / t - x) * g, None
+
+
+kl_divergence_custom_vjp = jax.custom_vjp(kl_divergence, nondiff_argnums=(2, 4))
+kl_divergence_custom_vjp.defvjp(_kl_divergence_fwd, _kl_divergence_bwd)
+autodiff("kl_divergence", kl_divergence)
+custom_vjp("kl_divergence", kl_divergence_custom_vjp, _kl_divergence_fwd, _kl_divergence_bwd)
+
+
+def kl_divergence_with_log_targets(log_predictions, log_targets, axis=-1, where=None, reduction="none"):
+    """optax's KL divergence of log targets: exp(u) (u - x) summed along ``axis`` where kept."""
+    return reduce(_kl_sum(jnp.exp(log_targets) * (log_targets - log_predictions), axis, where), reduction)
+
+
+def _kl_log_fwd(log_predictions, log_targets, axis, where, reduction):
+    value = kl_divergence_with_log_targets(log_predictions, log_targets, axis, where, reduction)
+    return value, (log_predictions, log_targets, where)
+
+
+def _kl_log_bwd(axis, reduction, residuals, cotangent):
+    x, u, where = residuals
+    g = _kl_cotangent(cotangent, reduction, x, axis, where)
+    e = jnp.exp(u)
+    return -e * g, e * (u - x + 1.0) * g, None
+
+
+kl_divergence_with_log_targets_custom_vjp = jax.custom_vjp(kl_divergence_with_log_targets, nondiff_argnums=(2, 4))
+kl_divergence_with_log_targets_custom_vjp.defvjp(_kl_log_fwd, _kl_log_bwd)
+autodiff("kl_divergence_with_log_targets", kl_divergence_with_log_targets)
+custom_vjp("kl_divergence_with_log_targets", kl_divergence_with_log_targets_custom_vjp, _kl_log_fwd, _kl_log_bwd)
+
+
+def generalized_kl_divergence(log_predictions, targets, axis=-1, where=None, reduction="none"):
+    """optax's generalized KL divergence: kl_divergence plus exp(x) - t, summed along ``axis``."""
+    elementwise = xlogy(targets, targets) - targets * log_predictions + jnp.exp(log_predictions) - targets
+    return reduce(_kl_sum(elementwise, axis, where), reduction)
+
+
+def _gkl_fwd(log_predictions, targets, axis, where, reduction):
+    return generalized_kl_divergence(log_predictions, targets, axis, where, reduction), (log_predictions, targets,
+                                                                                         where)
+
+
+def _gkl_bwd(axis, reduction, residuals, cotangent):
+    x, t, where = residuals
+    g = _kl_cotangent(cotangent, reduction, x, axis, where)
+    # log t + t/t - 1 - x: NaN at t = 0, as autodiff's through xlogy
+    return (jnp.exp(x) - t) * g, (jnp.log(t) + t / t - 1.0 - x) * g, None
+
+
+generalized_kl_divergence_custom_vjp = jax.custom_vjp(generalized_kl_divergence, nondiff_argnums=(2, 4))
+generalized_kl_divergence_custom_vjp.defvjp(_gkl_fwd, _gkl_bwd)
+autodiff("generalized_kl_divergence", generalized_kl_divergence)
+custom_vjp("generalized_kl_divergence", generalized_kl_divergence_custom_vjp, _gkl_fwd, _gkl_bwd)
+
+
+# -- convex_kl_divergence (optax): an alias of generalized_kl_divergence -----------------
+
+alias("convex_kl_divergence")
+
+
+# -- categorical_generalized_cross_entropy (Keras) -----------------------------------
+
+def categorical_generalized_cross_entropy(y_true, y_pred, q=0.5, reduction="none"):
+    """Keras's generalized cross entropy (1 - p[y]^q) / q."""
+    p = jnp.take_along_axis(y_pred, y_true[..., None], axis=-1)[..., 0]
+    return reduce((1.0 - p ** q) / q, reduction)
+
+
+def _gce_fwd(y_true, y_pred, q, reduction):
+    return categorical_generalized_cross_entropy(y_true, y_pred, q, reduction), (y_true, y_pred)
+
+
+def _gce_bwd(q, reduction, residuals, cotangent):
+    y_true, y_pred = residuals
+    p = jnp.take_along_axis(y_pred, y_true[..., None], axis=-1)
+    g = reduce_vjp(cotangent, reduction, y_true.size)
+    if reduction == "none":
+        g = g[..., None]
+    one_hot = jax.nn.one_hot(y_true, y_pred.shape[-1], dtype=y_pred.dtype)
+    return None, one_hot * (-g * p ** (q - 1.0))
+
+
+categorical_generalized_cross_entropy_custom_vjp = jax.custom_vjp(categorical_generalized_cross_entropy,
+                                                                  nondiff_argnums=(2, 3))
+categorical_generalized_cross_entropy_custom_vjp.defvjp(_gce_fwd, _gce_bwd)
+autodiff("categorical_generalized_cross_entropy", categorical_generalized_cross_entropy)
+custom_vjp("categorical_generalized_cross_entropy", categorical_generalized_cross_entropy_custom_vjp, _gce_fwd,
+           _gce_bwd)
+
+
+# -- binary_focal_crossentropy (Keras) ------------------------------------------------
+
+def _clipped_log(p):
+    return jnp.log(jnp.clip(p, KERAS_EPSILON, 1.0 - KERAS_EPSILON))
+
+
+def _binary_focal_parts(y_true, y_pred, apply_class_balancing, alpha, gamma, from_logits, label_smoothing):
+    y = y_true.astype(y_pred.dtype)
+    if label_smoothing:
+        y = y * (1.0 - label_smoothing) + 0.5 * label_smoothing
+    if from_logits:
+        p, q = jax.nn.sigmoid(y_pred), jax.nn.sigmoid(-y_pred)
+    else:
+        p, q = y_pred, 1.0 - y_pred
+    # log(clip(1 - p)) == log(1 - clip(p)), Keras's, without its float32 rounding of 1 - p
+    bce = -(y * _clipped_log(p) + (1.0 - y) * _clipped_log(q))
+    m = y * q + (1.0 - y) * p
+    weight = y * alpha + (1.0 - y) * (1.0 - alpha) if apply_class_balancing else 1.0
+    return y, p, q, bce, m, weight
+
+
+def binary_focal_crossentropy(y_true, y_pred, apply_class_balancing=False, alpha=0.25, gamma=2.0,
+                              from_logits=False, label_smoothing=0.0, axis=-1, reduction="none"):
+    """Keras's binary focal cross entropy, clipped at 1e-7, averaged along ``axis``."""
+    _, _, _, bce, m, weight = _binary_focal_parts(y_true, y_pred, apply_class_balancing, alpha, gamma, from_logits,
+                                                  label_smoothing)
+    return reduce((weight * m ** gamma * bce).mean(_optax_axes(axis, y_pred.ndim)), reduction)
+
+
+def _bfc_fwd(y_true, y_pred, apply_class_balancing, alpha, gamma, from_logits, label_smoothing, axis, reduction):
+    value = binary_focal_crossentropy(y_true, y_pred, apply_class_balancing, alpha, gamma, from_logits,
+                                      label_smoothing, axis, reduction)
+    return value, (y_true, y_pred)
+
+
+def _bfc_bwd(apply_class_balancing, alpha, gamma, from_logits, label_smoothing, axis, reduction, residuals,
+             cotangent):
+    y_true, y_pred = residuals
+    y, p, q, bce, m, weight = _binary_focal_parts(y_true, y_pred, apply_class_balancing, alpha, gamma, from_logits,
+                                                  label_smoothing)
+    inside = (p > KERAS_EPSILON) & (p < 1.0 - KERAS_EPSILON)
+    if from_logits:  # dp/dx = p q folded in
+        d_bce = jnp.where(inside, (1.0 - y) * p - y * q, 0.0)
+        d_m = (1.0 - 2.0 * y) * p * q
+    else:
+        d_bce = jnp.where(inside, (1.0 - y) / q - y / p, 0.0)
+        d_m = 1.0 - 2.0 * y
+    d_focal = gamma * m ** (gamma - 1.0) * d_m if gamma != 0 else 0.0
+    axes = _optax_axes(axis, y_pred.ndim)
+    n = y_pred.size // _class_numel(y_pred.shape, axes)
+    g = _per_example_cotangent(cotangent, reduction, _class_numel(y_pred.shape, axes), axes) / n
+    return None, weight * (d_focal * bce + m ** gamma * d_bce) * g
+
+
+binary_focal_crossentropy_custom_vjp = jax.custom_vjp(binary_focal_crossentropy, nondiff_argnums=(2, 3, 4, 5, 6, 7, 8))
+binary_focal_crossentropy_custom_vjp.defvjp(_bfc_fwd, _bfc_bwd)
+autodiff("binary_focal_crossentropy", binary_focal_crossentropy)
+custom_vjp("binary_focal_crossentropy", binary_focal_crossentropy_custom_vjp, _bfc_fwd, _bfc_bwd)
+
+
+# -- categorical_focal_crossentropy (Keras) ------------------------------------------
+
+def _categorical_focal_parts(y_true, y_pred, from_logits, label_smoothing, axis):
+    y = y_true.astype(y_pred.dtype)
+    if label_smoothing:
+        y = y * (1.0 - label_smoothing) + label_smoothing / y_true.shape[-1]  # Keras: the last axis, always
+    out = jax.nn.softmax(y_pred, axis=axis) if from_logits else y_pred / y_pred.sum(axis, keepdims=True)
+    clipped = jnp.clip(out, KERAS_EPSILON, 1.0 - KERAS_EPSILON)
+    return y, out, jnp.log(clipped), 1.0 - clipped
+
+
+def categorical_focal_crossentropy(y_true, y_pred, alpha=0.25, gamma=2.0, from_logits=False, label_smoothing=0.0,
+                                   axis=-1, reduction="none"):
+    """Keras's categorical focal cross entropy: renormalized (or softmax) and clipped at 1e-7."""
+    y, _, log_out, m = _categorical_focal_parts(y_true, y_pred, from_logits, label_smoothing, axis)
+    return reduce((alpha * m ** gamma * (-y * log_out)).sum(axis), reduction)
+
+
+def _cfc_fwd(y_true, y_pred, alpha, gamma, from_logits, label_smoothing, axis, reduction):
+    value = categorical_focal_crossentropy(y_true, y_pred, alpha, gamma, from_logits, label_smoothing, axis,
+                                           reduction)
+    return value, (y_true, y_pred)
+
+
+def _cfc_bwd(alpha, gamma, from_logits, label_smoothing, axis, reduction, residuals, cotangent):
+    y_true, y_pred = residuals
+    y, out, log_out, m = _categorical_focal_parts(y_true, y_pred, from_logits, label_smoothing, axis)
+    inside = (out > KERAS_EPSILON) & (out < 1.0 - KERAS_EPSILON)
+    d_focal = gamma * m ** (gamma - 1.0) * y * log_out if gamma != 0 else 0.0
+    d_out = alpha * jnp.where(inside, d_focal - m ** gamma * y / out, 0.0)
+    centered = d_out - (d_out * out).sum(axis, keepdims=True)
+    d = out * centered if from_logits else centered / y_pred.sum(axis, keepdims=True)
+    axes = _optax_axes(axis, y_pred.ndim)
+    return None, d * _per_example_cotangent(cotangent, reduction, _class_numel(y_pred.shape, axes), axes)
+
+
+categorical_focal_crossentropy_custom_vjp = jax.custom_vjp(categorical_focal_crossentropy,
+                                                           nondiff_argnums=(2, 3, 4, 5, 6, 7))
+categorical_focal_crossentropy_custom_vjp.defvjp(_cfc_fwd, _cfc_bwd)
+autodiff("categorical_focal_crossentropy", categorical_focal_crossentropy)
+custom_vjp("categorical_focal_crossentropy", categorical_focal_crossentropy_custom_vjp, _cfc_fwd, _cfc_bwd)
+
+
+# -- the built-ins (part 2): optax's and Keras's own losses ------------------------
+
+def _optax_loss(name: str):
+    def adapter(*inputs, reduction="none", **kw):
+        import optax
+        return reduce(getattr(optax.losses, name)(*inputs, **kw), reduction)
+    adapter.__name__ = f"optax_{name}"
+    adapter.__doc__ = f"optax.losses.{name}, reduced as lossparity reduces."
+    return adapter
+
+
+def _optax_convex_kl_divergence(log_predictions, targets, axis=-1, where=None, reduction="none"):
+    """optax.losses.convex_kl_divergence (deprecated there: its warning is silenced here)."""
+    import warnings
+
+    import optax
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return reduce(optax.losses.convex_kl_divergence(log_predictions, targets, axis=axis, where=where), reduction)
+
+
+KERAS_FLOAT64 = ("Keras 3 cannot give float64 values here: keras.ops.mean casts float64 to float32 before averaging "
+                 "(keras.backend.result_type maps float64 with float32 to float32 on every backend but TensorFlow, "
+                 "whatever keras.config.floatx() says), so binary_focal_crossentropy's row means carry float32 "
+                 "rounding; tests/test_differences_classification.py compares it in float32")
+
+
+def _keras_loss(name: str, float64: bool = True):
+    def adapter(y_true, y_pred, reduction="none", **kw):
+        if not float64 and jnp.dtype(y_pred.dtype) == jnp.float64:
+            raise NotImplementedError(KERAS_FLOAT64)
+        k = keras()
+        if k.config.epsilon() != KERAS_EPSILON:
+            raise NotImplementedError(f"keras.config.epsilon() is {k.config.epsilon()}; lossparity follows 1e-7")
+        # every hyperparameter passed explicitly, at lossparity's defaults (Keras's function
+        # categorical_generalized_cross_entropy has no default q; its Loss class's is 0.5)
+        kw = {k: v for k, v in reference.get(name).bind(None, kw).items() if k != "reduction"}
+        return reduce(getattr(k.losses, name)(y_true, y_pred, **kw), reduction)
+    adapter.__name__ = f"keras_{name}"
+    adapter.__doc__ = f"keras.losses.{name} on the JAX backend, reduced as lossparity reduces."
+    return adapter
+
+
+for _name in ("softmax_cross_entropy_with_integer_labels", "softmax_cross_entropy", "safe_softmax_cross_entropy",
+              "sigmoid_binary_cross_entropy", "sigmoid_focal_loss", "poly_loss_cross_entropy", "kl_divergence",
+              "kl_divergence_with_log_targets", "generalized_kl_divergence"):
+    builtin(_name, _optax_loss(_name))
+builtin("convex_kl_divergence", _optax_convex_kl_divergence)
+builtin("categorical_generalized_cross_entropy", _keras_loss("categorical_generalized_cross_entropy"))
+builtin("binary_focal_crossentropy", _keras_loss("binary_focal_crossentropy", float64=False))
+builtin("categorical_focal_crossentropy", _keras_loss("categorical_focal_crossentropy"))

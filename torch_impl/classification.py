@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from reference.reductions import reduce, reduce_vjp
-from .core import _transforms_active, builtin, function, module
+from .core import _transforms_active, alias, builtin, function, module
 
 LOG_CLAMP = -100.0  # torch clamps each log of binary_cross_entropy at -100
 
@@ -327,3 +327,630 @@ builtin("nll_loss", F.nll_loss)
 builtin("binary_cross_entropy", F.binary_cross_entropy)
 builtin("binary_cross_entropy_with_logits", F.binary_cross_entropy_with_logits)
 builtin("kl_div", F.kl_div)
+
+
+# ==================================================================================
+# Part 2: optax's and Keras's classification losses (see reference/classification.py).
+# sigmoid_binary_cross_entropy and convex_kl_divergence are aliases: ``alias`` runs their
+# targets' implementations.
+# ==================================================================================
+
+KERAS_EPSILON = 1e-7
+
+
+def _optax_axes(axis, ndim: int) -> tuple[int, ...]:
+    if axis is None:
+        return tuple(range(ndim))
+    if isinstance(axis, int):
+        return (axis % ndim,)
+    return tuple(int(a) % ndim for a in axis)
+
+
+def _full_where(where, shape, axes):
+    """``where`` of the logits' shape, or of the per-example shape expanded along the class axes."""
+    if where is None:
+        return None
+    if where.dim() != len(shape):
+        for a in sorted(axes):
+            where = where.unsqueeze(a)
+    return where.expand(shape)
+
+
+def _masked(x, w):
+    return x if w is None else x.masked_fill(~w, 0.0)
+
+
+def _masked_logsumexp(x, dims, w):
+    """log sum over the kept elements along ``dims`` (kept), -inf where nothing is kept; the
+    inner ``where`` keeps autograd's gradient finite (0) there."""
+    xm = x if w is None else x.masked_fill(~w, float("-inf"))
+    m = torch.amax(xm, dim=dims, keepdim=True).detach()
+    m = torch.where(torch.isfinite(m), m, 0.0)
+    s = torch.exp(xm - m).sum(dims, keepdim=True)
+    kept = s > 0
+    return torch.where(kept, torch.log(torch.where(kept, s, 1.0)) + m, float("-inf")), kept
+
+
+def _per_example_cotangent(grad_output, reduction, numel, axes):
+    g = reduce_vjp(grad_output, reduction, numel)
+    if reduction == "none":
+        for a in sorted(axes):
+            g = g.unsqueeze(a)
+    return g
+
+
+def _class_numel(shape, axes) -> int:
+    n = 1
+    for i, s in enumerate(shape):
+        if i not in axes:
+            n *= s
+    return n
+
+
+# -- softmax_cross_entropy_with_integer_labels (optax) --------------------------------
+
+def _label_layout(logits, axis, where):
+    """The class axes moved last in the order given and flattened; ``where`` alike."""
+    nd = logits.dim()
+    axes = _optax_axes(axis, nd)
+    batch = tuple(i for i in range(nd) if i not in axes)
+    perm = batch + axes
+    batch_shape = tuple(logits.shape[i] for i in batch)
+    x = logits.permute(perm).reshape(batch_shape + (-1,))
+    w = None
+    if where is not None:
+        w = _full_where(where, logits.shape, axes).permute(perm).reshape(batch_shape + (-1,))
+    return x, w, perm
+
+
+def _label_layout_back(flat, logits, perm):
+    inverse = [0] * len(perm)
+    for i, p in enumerate(perm):
+        inverse[p] = i
+    return flat.reshape(tuple(logits.shape[i] for i in perm)).permute(inverse)
+
+
+def softmax_cross_entropy_with_integer_labels(logits, labels, axis=-1, where=None, reduction="none"):
+    """optax's softmax cross entropy with integer labels along ``axis``, ``where`` masking
+    classes (logits' shape) or examples."""
+    x, w, _ = _label_layout(logits, axis, where)
+    lse, kept = _masked_logsumexp(x, -1, w)
+    out = lse.squeeze(-1) - x.gather(-1, labels.unsqueeze(-1)).squeeze(-1)
+    if w is not None:
+        out = torch.where(kept.squeeze(-1), out, 0.0)
+    return reduce(out, reduction)
+
+
+class SoftmaxCrossEntropyWithIntegerLabelsFunction(torch.autograd.Function):
+    """Softmax over the kept classes minus the one-hot label."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(logits, labels, axis, where, reduction):
+        return softmax_cross_entropy_with_integer_labels(logits, labels, axis, where, reduction)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        logits, labels, ctx.axis, where, ctx.reduction = inputs
+        ctx.save_for_backward(logits, labels, where)
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        logits, labels, where = ctx.saved_tensors
+        x, w, perm = _label_layout(logits, ctx.axis, where)
+        lse, kept = _masked_logsumexp(x, -1, w)
+        p = _masked(torch.exp(x - torch.where(kept, lse, 0.0)), w)
+        d = p - F.one_hot(labels.long(), x.shape[-1]).to(x.dtype)
+        g = reduce_vjp(grad_output, ctx.reduction, labels.numel())
+        if ctx.reduction == "none":
+            g = g.unsqueeze(-1)
+        d = torch.where(kept, d * g, 0.0)
+        return _label_layout_back(d, logits, perm), None, None, None, None
+
+
+SoftmaxCrossEntropyWithIntegerLabels = module("softmax_cross_entropy_with_integer_labels",
+                                              "SoftmaxCrossEntropyWithIntegerLabels",
+                                              softmax_cross_entropy_with_integer_labels)
+softmax_cross_entropy_with_integer_labels_function = function("softmax_cross_entropy_with_integer_labels",
+                                                              SoftmaxCrossEntropyWithIntegerLabelsFunction)
+
+
+# -- softmax_cross_entropy (optax) ------------------------------------------------------
+
+def _softmax_parts(logits, axis, where):
+    axes = _optax_axes(axis, logits.dim())
+    w = _full_where(where, logits.shape, axes)
+    lse, kept = _masked_logsumexp(logits, axes, w)
+    logp = _masked(logits - torch.where(kept, lse, 0.0), w)
+    return axes, w, logp, kept
+
+
+def softmax_cross_entropy(logits, labels, axis=-1, where=None, reduction="none"):
+    """optax's softmax cross entropy with probability labels along ``axis``, ``where`` masking."""
+    axes, w, logp, _ = _softmax_parts(logits, axis, where)
+    return reduce(-_masked(labels * logp, w).sum(axes), reduction)
+
+
+class SoftmaxCrossEntropyFunction(torch.autograd.Function):
+    """Softmax over the kept classes times the kept label mass, minus the kept labels."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(logits, labels, axis, where, reduction):
+        return softmax_cross_entropy(logits, labels, axis, where, reduction)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        logits, labels, ctx.axis, where, ctx.reduction = inputs
+        ctx.save_for_backward(logits, labels, where)
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        logits, labels, where = ctx.saved_tensors
+        axes, w, logp, kept = _softmax_parts(logits, ctx.axis, where)
+        t = _masked(labels, w)
+        p = _masked(torch.where(kept, logp.exp(), 0.0), w)
+        g = _per_example_cotangent(grad_output, ctx.reduction, _class_numel(logits.shape, axes), axes)
+        return g * (p * t.sum(axes, keepdim=True) - t), None, None, None, None
+
+
+SoftmaxCrossEntropy = module("softmax_cross_entropy", "SoftmaxCrossEntropy", softmax_cross_entropy)
+softmax_cross_entropy_function = function("softmax_cross_entropy", SoftmaxCrossEntropyFunction)
+
+
+# -- safe_softmax_cross_entropy (optax) -------------------------------------------------
+
+def safe_softmax_cross_entropy(logits, labels, reduction="none"):
+    """Softmax cross entropy over the last axis with 0 log 0 = 0: finite at -inf logits whose
+    label is 0 (the ``where`` also keeps autograd's gradient there 0)."""
+    logp = torch.log_softmax(logits, -1)
+    return reduce(-(labels * torch.where(labels != 0, logp, 0.0)).sum(-1), reduction)
+
+
+class SafeSoftmaxCrossEntropyFunction(torch.autograd.Function):
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(logits, labels, reduction):
+        return safe_softmax_cross_entropy(logits, labels, reduction)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        logits, labels, ctx.reduction = inputs
+        ctx.save_for_backward(logits, labels)
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        logits, labels = ctx.saved_tensors
+        p = torch.softmax(logits, -1)
+        g = _per_example_cotangent(grad_output, ctx.reduction, logits.numel() // logits.shape[-1], (logits.dim() - 1,))
+        return g * (p * labels.sum(-1, keepdim=True) - labels), None, None
+
+
+SafeSoftmaxCrossEntropy = module("safe_softmax_cross_entropy", "SafeSoftmaxCrossEntropy", safe_softmax_cross_entropy)
+safe_softmax_cross_entropy_function = function("safe_softmax_cross_entropy", SafeSoftmaxCrossEntropyFunction)
+
+
+# -- sigmoid_binary_cross_entropy (optax): an alias of binary_cross_entropy_with_logits ---
+
+SigmoidBinaryCrossEntropy = alias("sigmoid_binary_cross_entropy", "SigmoidBinaryCrossEntropy")
+
+
+# -- sigmoid_focal_loss (optax) ---------------------------------------------------------
+
+def _focal_parts(logits, labels):
+    log_p, log_q = F.logsigmoid(logits), F.logsigmoid(-logits)
+    ce = -(labels * log_p + (1.0 - labels) * log_q)
+    log_1m_pt = torch.logaddexp(log_p + torch.log1p(-labels), log_q + torch.log(labels))
+    return log_p, log_q, ce, log_1m_pt
+
+
+def _alpha_t(labels, alpha):
+    return 1.0 if alpha is None else alpha * labels + (1.0 - alpha) * (1.0 - labels)
+
+
+def sigmoid_focal_loss(logits, labels, *, alpha=None, gamma=2.0, reduction="none"):
+    """optax's sigmoid focal loss in log space: finite at saturated logits and for gamma < 2."""
+    _, _, ce, log_1m_pt = _focal_parts(logits, labels)
+    return reduce(_alpha_t(labels, alpha) * ce * torch.exp(gamma * log_1m_pt), reduction)
+
+
+class SigmoidFocalLossFunction(torch.autograd.Function):
+    """alpha_t w (sigmoid(x) - y + gamma CE (1 - 2y) e^{log p + log q - log(1 - p_t)})."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(logits, labels, alpha, gamma, reduction):
+        return sigmoid_focal_loss(logits, labels, alpha=alpha, gamma=gamma, reduction=reduction)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        logits, labels, ctx.alpha, ctx.gamma, ctx.reduction = inputs
+        ctx.save_for_backward(logits, labels)
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        logits, labels = ctx.saved_tensors
+        log_p, log_q, ce, log_1m_pt = _focal_parts(logits, labels)
+        w = torch.exp(ctx.gamma * log_1m_pt)
+        slope = (1.0 - 2.0 * labels) * torch.exp(log_p + log_q - log_1m_pt)
+        g = reduce_vjp(grad_output, ctx.reduction, logits.numel())
+        d = g * _alpha_t(labels, ctx.alpha) * w * (torch.sigmoid(logits) - labels + ctx.gamma * ce * slope)
+        return d, None, None, None, None
+
+
+SigmoidFocalLoss = module("sigmoid_focal_loss", "SigmoidFocalLoss", sigmoid_focal_loss)
+sigmoid_focal_loss_function = function("sigmoid_focal_loss", SigmoidFocalLossFunction)
+
+
+# -- poly_loss_cross_entropy (optax) -----------------------------------------------------
+
+def poly_loss_cross_entropy(logits, labels, *, epsilon=2.0, axis=-1, where=None, reduction="none"):
+    """optax's poly-1 loss: softmax cross entropy plus epsilon sum t (1 - p)."""
+    axes, w, logp, kept = _softmax_parts(logits, axis, where)
+    p = _masked(torch.where(kept, logp.exp(), 0.0), w)
+    ce = -_masked(labels * logp, w).sum(axes)
+    return reduce(ce + epsilon * _masked(labels * (1.0 - p), w).sum(axes), reduction)
+
+
+class PolyLossCrossEntropyFunction(torch.autograd.Function):
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(logits, labels, epsilon, axis, where, reduction):
+        return poly_loss_cross_entropy(logits, labels, epsilon=epsilon, axis=axis, where=where, reduction=reduction)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        logits, labels, ctx.epsilon, ctx.axis, where, ctx.reduction = inputs
+        ctx.save_for_backward(logits, labels, where)
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        logits, labels, where = ctx.saved_tensors
+        axes, w, logp, kept = _softmax_parts(logits, ctx.axis, where)
+        t = _masked(labels, w)
+        p = _masked(torch.where(kept, logp.exp(), 0.0), w)
+        g = _per_example_cotangent(grad_output, ctx.reduction, _class_numel(logits.shape, axes), axes)
+        tp = (t * p).sum(axes, keepdim=True)
+        return g * (p * t.sum(axes, keepdim=True) - t - ctx.epsilon * p * (t - tp)), None, None, None, None, None
+
+
+PolyLossCrossEntropy = module("poly_loss_cross_entropy", "PolyLossCrossEntropy", poly_loss_cross_entropy)
+poly_loss_cross_entropy_function = function("poly_loss_cross_entropy", PolyLossCrossEntropyFunction)
+
+
+# -- kl_divergence, kl_divergence_with_log_targets, generalized_kl_divergence (optax) -----
+
+def _kl_sum(elementwise, axis, where):
+    return _masked(elementwise, where).sum(_optax_axes(axis, elementwise.dim()))
+
+
+def _kl_cotangent(grad_output, reduction, x, axis, where):
+    axes = _optax_axes(axis, x.dim())
+    g = _per_example_cotangent(grad_output, reduction, _class_numel(x.shape, axes), axes).expand(x.shape)
+    return g if where is None else torch.where(where, g, 0.0)
+
+
+def kl_divergence(log_predictions, targets, axis=-1, where=None, reduction="none"):
+    """optax's KL divergence: torch's kl_div elementwise, summed along ``axis`` where kept."""
+    return reduce(_kl_sum(torch.xlogy(targets, targets) - targets * log_predictions, axis, where), reduction)
+
+
+class KLDivergenceFunction(torch.autograd.Function):
+    """The target derivative log t + t/t - x is NaN at t = 0, as autograd's through xlogy."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(log_predictions, targets, axis, where, reduction):
+        return kl_divergence(log_predictions, targets, axis, where, reduction)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        log_predictions, targets, ctx.axis, where, ctx.reduction = inputs
+        ctx.save_for_backward(log_predictions, targets, where)
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        x, t, where = ctx.saved_tensors
+        g = _kl_cotangent(grad_output, ctx.reduction, x, ctx.axis, where)
+        return -t * g, (torch.log(t) + t / t - x) * g, None, None, None
+
+
+KLDivergence = module("kl_divergence", "KLDivergence", kl_divergence)
+kl_divergence_function = function("kl_divergence", KLDivergenceFunction)
+
+
+def kl_divergence_with_log_targets(log_predictions, log_targets, axis=-1, where=None, reduction="none"):
+    """optax's KL divergence of log targets: exp(u) (u - x) summed along ``axis`` where kept."""
+    return reduce(_kl_sum(torch.exp(log_targets) * (log_targets - log_predictions), axis, where), reduction)
+
+
+class KLDivergenceWithLogTargetsFunction(torch.autograd.Function):
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(log_predictions, log_targets, axis, where, reduction):
+        return kl_divergence_with_log_targets(log_predictions, log_targets, axis, where, reduction)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        log_predictions, log_targets, ctx.axis, where, ctx.reduction = inputs
+        ctx.save_for_backward(log_predictions, log_targets, where)
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        x, u, where = ctx.saved_tensors
+        g = _kl_cotangent(grad_output, ctx.reduction, x, ctx.axis, where)
+        e = torch.exp(u)
+        return -e * g, e * (u - x + 1.0) * g, None, None, None
+
+
+KLDivergenceWithLogTargets = module("kl_divergence_with_log_targets", "KLDivergenceWithLogTargets",
+                                    kl_divergence_with_log_targets)
+kl_divergence_with_log_targets_function = function("kl_divergence_with_log_targets",
+                                                   KLDivergenceWithLogTargetsFunction)
+
+
+def generalized_kl_divergence(log_predictions, targets, axis=-1, where=None, reduction="none"):
+    """optax's generalized KL divergence: kl_divergence plus exp(x) - t, summed along ``axis``."""
+    elementwise = torch.xlogy(targets, targets) - targets * log_predictions + torch.exp(log_predictions) - targets
+    return reduce(_kl_sum(elementwise, axis, where), reduction)
+
+
+class GeneralizedKLDivergenceFunction(torch.autograd.Function):
+    """The target derivative log t + t/t - 1 - x is NaN at t = 0, as autograd's through xlogy."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(log_predictions, targets, axis, where, reduction):
+        return generalized_kl_divergence(log_predictions, targets, axis, where, reduction)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        log_predictions, targets, ctx.axis, where, ctx.reduction = inputs
+        ctx.save_for_backward(log_predictions, targets, where)
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        x, t, where = ctx.saved_tensors
+        g = _kl_cotangent(grad_output, ctx.reduction, x, ctx.axis, where)
+        return (torch.exp(x) - t) * g, (torch.log(t) + t / t - 1.0 - x) * g, None, None, None
+
+
+GeneralizedKLDivergence = module("generalized_kl_divergence", "GeneralizedKLDivergence", generalized_kl_divergence)
+generalized_kl_divergence_function = function("generalized_kl_divergence", GeneralizedKLDivergenceFunction)
+
+
+# -- convex_kl_divergence (optax): an alias of generalized_kl_divergence -----------------
+
+ConvexKLDivergence = alias("convex_kl_divergence", "ConvexKLDivergence")
+
+
+# -- categorical_generalized_cross_entropy (Keras) -----------------------------------
+
+def categorical_generalized_cross_entropy(y_true, y_pred, q=0.5, reduction="none"):
+    """Keras's generalized cross entropy (1 - p[y]^q) / q."""
+    p = y_pred.gather(-1, y_true.unsqueeze(-1)).squeeze(-1)
+    return reduce((1.0 - p ** q) / q, reduction)
+
+
+class CategoricalGeneralizedCrossEntropyFunction(torch.autograd.Function):
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(y_true, y_pred, q, reduction):
+        return categorical_generalized_cross_entropy(y_true, y_pred, q, reduction)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        y_true, y_pred, ctx.q, ctx.reduction = inputs
+        ctx.save_for_backward(y_true, y_pred)
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        y_true, y_pred = ctx.saved_tensors
+        index = y_true.unsqueeze(-1)
+        p = y_pred.gather(-1, index)
+        g = reduce_vjp(grad_output, ctx.reduction, y_true.numel())
+        if ctx.reduction == "none":
+            g = g.unsqueeze(-1)
+        return None, torch.zeros_like(y_pred).scatter(-1, index, -g * p ** (ctx.q - 1.0)), None, None
+
+
+CategoricalGeneralizedCrossEntropy = module("categorical_generalized_cross_entropy",
+                                            "CategoricalGeneralizedCrossEntropy", categorical_generalized_cross_entropy)
+categorical_generalized_cross_entropy_function = function("categorical_generalized_cross_entropy",
+                                                          CategoricalGeneralizedCrossEntropyFunction)
+
+
+# -- binary_focal_crossentropy (Keras) ------------------------------------------------
+
+def _clipped_log(p):
+    return torch.log(p.clamp(KERAS_EPSILON, 1.0 - KERAS_EPSILON))
+
+
+def _binary_focal_parts(y_true, y_pred, apply_class_balancing, alpha, gamma, from_logits, label_smoothing):
+    y = y_true.to(y_pred.dtype)
+    if label_smoothing:
+        y = y * (1.0 - label_smoothing) + 0.5 * label_smoothing
+    if from_logits:
+        p, q = torch.sigmoid(y_pred), torch.sigmoid(-y_pred)
+    else:
+        p, q = y_pred, 1.0 - y_pred
+    # log(clip(1 - p)) == log(1 - clip(p)), Keras's, without its float32 rounding of 1 - p
+    bce = -(y * _clipped_log(p) + (1.0 - y) * _clipped_log(q))
+    m = y * q + (1.0 - y) * p
+    weight = y * alpha + (1.0 - y) * (1.0 - alpha) if apply_class_balancing else 1.0
+    return y, p, q, bce, m, weight
+
+
+def binary_focal_crossentropy(y_true, y_pred, apply_class_balancing=False, alpha=0.25, gamma=2.0,
+                              from_logits=False, label_smoothing=0.0, axis=-1, reduction="none"):
+    """Keras's binary focal cross entropy, clipped at 1e-7, averaged along ``axis``."""
+    _, _, _, bce, m, weight = _binary_focal_parts(y_true, y_pred, apply_class_balancing, alpha, gamma, from_logits,
+                                                  label_smoothing)
+    return reduce((weight * m ** gamma * bce).mean(_optax_axes(axis, y_pred.dim())), reduction)
+
+
+class BinaryFocalCrossentropyFunction(torch.autograd.Function):
+    """w (gamma m^(gamma-1) (1 - 2y) BCE + m^gamma dBCE/dp) dp/dx / n, with the clipped logs flat."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(y_true, y_pred, apply_class_balancing, alpha, gamma, from_logits, label_smoothing, axis, reduction):
+        return binary_focal_crossentropy(y_true, y_pred, apply_class_balancing, alpha, gamma, from_logits,
+                                         label_smoothing, axis, reduction)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        (y_true, y_pred, ctx.apply_class_balancing, ctx.alpha, ctx.gamma, ctx.from_logits, ctx.label_smoothing,
+         ctx.axis, ctx.reduction) = inputs
+        ctx.save_for_backward(y_true, y_pred)
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        y_true, y_pred = ctx.saved_tensors
+        gamma = ctx.gamma
+        y, p, q, bce, m, weight = _binary_focal_parts(y_true, y_pred, ctx.apply_class_balancing, ctx.alpha, gamma,
+                                                      ctx.from_logits, ctx.label_smoothing)
+        inside = (p > KERAS_EPSILON) & (p < 1.0 - KERAS_EPSILON)
+        if ctx.from_logits:  # dp/dx = p q folded in
+            d_bce = torch.where(inside, (1.0 - y) * p - y * q, 0.0)
+            d_m = (1.0 - 2.0 * y) * p * q
+        else:
+            d_bce = torch.where(inside, (1.0 - y) / q - y / p, 0.0)
+            d_m = 1.0 - 2.0 * y
+        d_focal = gamma * m ** (gamma - 1.0) * d_m if gamma != 0 else 0.0
+        axes = _optax_axes(ctx.axis, y_pred.dim())
+        n = y_pred.numel() // _class_numel(y_pred.shape, axes)
+        g = _per_example_cotangent(grad_output, ctx.reduction, _class_numel(y_pred.shape, axes), axes) / n
+        d = weight * (d_focal * bce + m ** gamma * d_bce) * g
+        return None, d, None, None, None, None, None, None, None
+
+
+BinaryFocalCrossentropy = module("binary_focal_crossentropy", "BinaryFocalCrossentropy", binary_focal_crossentropy)
+binary_focal_crossentropy_function = function("binary_focal_crossentropy", BinaryFocalCrossentropyFunction)
+
+
+# -- categorical_focal_crossentropy (Keras) ------------------------------------------
+
+def _categorical_focal_parts(y_true, y_pred, from_logits, label_smoothing, axis):
+    y = y_true.to(y_pred.dtype)
+    if label_smoothing:
+        y = y * (1.0 - label_smoothing) + label_smoothing / y_true.shape[-1]  # Keras: the last axis, always
+    out = torch.softmax(y_pred, axis) if from_logits else y_pred / y_pred.sum(axis, keepdim=True)
+    clipped = out.clamp(KERAS_EPSILON, 1.0 - KERAS_EPSILON)
+    return y, out, torch.log(clipped), 1.0 - clipped
+
+
+def categorical_focal_crossentropy(y_true, y_pred, alpha=0.25, gamma=2.0, from_logits=False, label_smoothing=0.0,
+                                   axis=-1, reduction="none"):
+    """Keras's categorical focal cross entropy: renormalized (or softmax) and clipped at 1e-7."""
+    y, _, log_out, m = _categorical_focal_parts(y_true, y_pred, from_logits, label_smoothing, axis)
+    return reduce((alpha * m ** gamma * (-y * log_out)).sum(axis), reduction)
+
+
+class CategoricalFocalCrossentropyFunction(torch.autograd.Function):
+    """D_k = alpha [inside] (gamma m^(gamma-1) y log o - m^gamma y / o), then through the softmax
+    or the renormalization."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(y_true, y_pred, alpha, gamma, from_logits, label_smoothing, axis, reduction):
+        return categorical_focal_crossentropy(y_true, y_pred, alpha, gamma, from_logits, label_smoothing, axis,
+                                              reduction)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        y_true, y_pred, ctx.alpha, ctx.gamma, ctx.from_logits, ctx.label_smoothing, ctx.axis, ctx.reduction = inputs
+        ctx.save_for_backward(y_true, y_pred)
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        y_true, y_pred = ctx.saved_tensors
+        gamma, axis = ctx.gamma, ctx.axis
+        y, out, log_out, m = _categorical_focal_parts(y_true, y_pred, ctx.from_logits, ctx.label_smoothing, axis)
+        inside = (out > KERAS_EPSILON) & (out < 1.0 - KERAS_EPSILON)
+        d_focal = gamma * m ** (gamma - 1.0) * y * log_out if gamma != 0 else 0.0
+        d_out = ctx.alpha * torch.where(inside, d_focal - m ** gamma * y / out, 0.0)
+        centered = d_out - (d_out * out).sum(axis, keepdim=True)
+        d = out * centered if ctx.from_logits else centered / y_pred.sum(axis, keepdim=True)
+        axes = _optax_axes(axis, y_pred.dim())
+        g = _per_example_cotangent(grad_output, ctx.reduction, _class_numel(y_pred.shape, axes), axes)
+        return None, d * g, None, None, None, None, None, None
+
+
+CategoricalFocalCrossentropy = module("categorical_focal_crossentropy", "CategoricalFocalCrossentropy",
+                                      categorical_focal_crossentropy)
+categorical_focal_crossentropy_function = function("categorical_focal_crossentropy",
+                                                   CategoricalFocalCrossentropyFunction)
+
+
+# -- the built-ins (part 2): torch's own losses under the recorded mappings ---------
+
+def _to_class_axis_1(x, axis):
+    """The class axes of ``x`` flattened into one, moved to 1 (kept at 0 when nothing else is left)."""
+    flat, _, _ = _label_layout(x, axis, None)
+    return flat.movedim(-1, 1) if flat.dim() > 1 else flat
+
+
+def _torch_softmax_cross_entropy_with_integer_labels(logits, labels, axis=-1, where=None, reduction="none"):
+    """torch.nn.functional.cross_entropy with the class axes moved to 1; a per-example where is
+    ignore_index (per-class masks are not torch's)."""
+    if where is not None and where.shape == logits.shape:
+        raise NotImplementedError("torch's cross_entropy has no per-class mask")
+    target = labels if where is None else torch.where(where, labels, -100)
+    return reduce(F.cross_entropy(_to_class_axis_1(logits, axis), target, reduction="none"), reduction)
+
+
+def _torch_probability_cross_entropy(logits, labels, axis):
+    if axis is None:
+        return F.cross_entropy(logits.reshape(-1), labels.reshape(-1), reduction="none")
+    return F.cross_entropy(_to_class_axis_1(logits, axis), _to_class_axis_1(labels, axis), reduction="none")
+
+
+def _torch_softmax_cross_entropy(logits, labels, axis=-1, where=None, reduction="none"):
+    """torch.nn.functional.cross_entropy with probability targets, the class axes moved to 1; a
+    per-example where zeroes rows (per-class masks are not torch's)."""
+    if where is not None and where.shape == logits.shape:
+        raise NotImplementedError("torch's cross_entropy has no per-class mask")
+    out = _torch_probability_cross_entropy(logits, labels, axis)
+    return reduce(out if where is None else torch.where(where, out, 0.0), reduction)
+
+
+def _torch_safe_softmax_cross_entropy(logits, labels, reduction="none"):
+    """torch.nn.functional.cross_entropy with probability targets over the last axis."""
+    if bool(torch.isinf(logits).any()):
+        raise NotImplementedError("torch's cross_entropy gives NaN for a -inf logit with a zero label")
+    return reduce(_torch_probability_cross_entropy(logits, labels, -1), reduction)
+
+
+def _torch_sigmoid_binary_cross_entropy(logits, labels, reduction="none"):
+    return F.binary_cross_entropy_with_logits(logits, labels, reduction=reduction)
+
+
+def _torch_kl(log_target: bool):
+    def adapter(log_predictions, targets, axis=-1, where=None, reduction="none"):
+        elementwise = F.kl_div(log_predictions, targets, reduction="none", log_target=log_target)
+        if where is not None:
+            elementwise = torch.where(where, elementwise, 0.0)
+        return reduce(elementwise.sum(_optax_axes(axis, log_predictions.dim())), reduction)
+    adapter.__doc__ = (f"torch.nn.functional.kl_div(log_target={log_target}, reduction='none'), masked by where "
+                       "and summed along axis.")
+    return adapter
+
+
+builtin("softmax_cross_entropy_with_integer_labels", _torch_softmax_cross_entropy_with_integer_labels)
+builtin("softmax_cross_entropy", _torch_softmax_cross_entropy)
+builtin("safe_softmax_cross_entropy", _torch_safe_softmax_cross_entropy)
+builtin("sigmoid_binary_cross_entropy", _torch_sigmoid_binary_cross_entropy)
+builtin("kl_divergence", _torch_kl(False))
+builtin("kl_divergence_with_log_targets", _torch_kl(True))
