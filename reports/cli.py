@@ -140,7 +140,7 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="lossparity", description=(
         "Cross-framework reference suite for loss functions: one NumPy spec, five implementations, "
         "a parity matrix."))
-    sub = p.add_subparsers(dest="command", metavar="{report,list,show}")
+    sub = p.add_subparsers(dest="command", metavar="{report,list,show,check}")
     sub.required = True
 
     r = sub.add_parser("report", help="run the parity matrix and the timings; write CSV and markdown",
@@ -173,6 +173,9 @@ def parser() -> argparse.ArgumentParser:
     sh.add_argument("--seed", type=int, default=0, help="input draw; 0 (default) is the draw the tests use")
     sh.add_argument("--no-timings", action="store_true", help="skip the quick timings")
     sh.set_defaults(func=cmd_show)
+
+    from .check import add_check_command
+    add_check_command(sub)
     return p
 
 
