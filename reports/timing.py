@@ -182,7 +182,7 @@ def time_torch(fn, spec, d: matrix.Drawn, device: str, budget: Budget) -> tuple[
 
     def forward_backward():
         out = call(*diff)
-        return torch.autograd.grad(out, diff, cotangent, allow_unused=True)
+        return torch.autograd.grad(out, diff, cotangent.to(out.dtype), allow_unused=True)
 
     return _torch_median_ms(forward, device, budget), _torch_median_ms(forward_backward, device, budget)
 
@@ -224,7 +224,7 @@ def _jax_programs(fn, spec, d: matrix.Drawn, device: str):
     def forward_vjp(arrays, array_kw, cotangent):
         call, primals = matrix.on_differentiable(fn, spec, list(arrays), {**static_kw, **array_kw})
         out, pullback = jax.vjp(call, *primals)
-        return out, pullback(cotangent)
+        return out, pullback(cotangent.astype(out.dtype))  # a built-in may answer in float64 under x64
 
     return {"fwd": (jax.jit(forward), (arrays, array_kw)),
             "fwd_bwd": (jax.jit(forward_vjp), (arrays, array_kw, cotangent))}
