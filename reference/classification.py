@@ -23,7 +23,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.special import log_expit, log_softmax, softmax, xlogy, expit
 
-from . import checks
+from . import articles, checks
 from .reductions import reduce, reduce_vjp
 from .spec import (Alias, BadInput, Case, Difference, LossSpec, Sampled, alias_spec, register, replace_input,
                    set_param)
@@ -577,6 +577,7 @@ _PROBS = {"targets": "probabilities"}
 # class-index targets are integers, so the matrix checks the input's gradient only.
 register(LossSpec(
     name="cross_entropy", family="classification", forward=cross_entropy, vjp_fn=cross_entropy_vjp,
+    claims=articles.claims("cross_entropy"),
     inputs=("input", "target"), differentiable=("input",), sampler=sample_logits_and_labels,
     check=check_cross_entropy, array_params=("weight",),
     cases=(
@@ -643,6 +644,7 @@ register(LossSpec(
 
 register(LossSpec(
     name="nll_loss", family="classification", forward=nll_loss, vjp_fn=nll_loss_vjp,
+    claims=articles.claims("nll_loss"),
     inputs=("input", "target"), differentiable=("input",),
     sampler=sample_log_probs_and_labels,
     check=check_nll_loss, array_params=("weight",),

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.special import expit
 
-from . import checks
+from . import articles, checks
 from .reductions import reduce, reduce_vjp
 from .spec import BadInput, Case, Difference, LossSpec, register, replace_input, set_param
 
@@ -31,6 +31,10 @@ def q_error(input, target, log_space=True, reduction="mean"):
     the factor by which the estimate ``p`` misses the true cardinality ``t`` (Moerkotte,
     Neumann, Steidl, "Preventing Bad Plans by Bounding the Impact of Cardinality
     Estimation Errors", VLDB 2009; the seed article trains a cardinality estimator on it).
+    Source of the training code: MSCN's ``qerror_loss`` (Kipf et al., "Learned Cardinalities",
+    CIDR 2019; github.com/andreaskipf/learnedcardinalities, ``train.py``), which maps normalized
+    log-cardinalities back, exponentiates them and takes :math:`\max(p/t, t/p)` row by row;
+    its value is ``q_error + 1`` (claims in ``reference/articles.py``).
 
     ``log_space=True`` (the default): ``input`` and ``target`` are log-cardinalities,
     :math:`p = e^{x}`, :math:`t = e^{y}`, and the loss is computed without ever forming
@@ -122,6 +126,7 @@ def check_q_error(args):
 
 register(LossSpec(
     name="q_error", family="custom", forward=q_error, vjp_fn=q_error_vjp,
+    claims=articles.claims("q_error"),
     inputs=("input", "target"), differentiable=("input", "target"),
     sampler=sample_q_error, check=check_q_error,
     cases=(
@@ -185,6 +190,9 @@ def binomial_deviance(x, m, w, alpha=2.0, beta=0.5, reduction="sum"):
     similarity matrix again, ``Variable(s, requires_grad=True)``, which makes it a new
     leaf: ``loss.backward()`` then stops at ``S`` and never reaches ``x`` (nor the network
     that produced it). A zero row of ``x`` has no direction; its similarities are NaN.
+
+    Source: https://pdf.co/blog/deep-learning-pytorch-custom-loss-function ("Implementing
+    Binomial Deviance Loss"); its claims are proven in ``reference/articles.py``.
     """
     s, _, _ = _cosine_matrix(x)
     z = -alpha * (s - beta) * m
@@ -260,6 +268,7 @@ def _replace_m(value):
 
 register(LossSpec(
     name="binomial_deviance", family="custom", forward=binomial_deviance, vjp_fn=binomial_deviance_vjp,
+    claims=articles.claims("binomial_deviance"),
     inputs=("x", "m", "w"), differentiable=("x",),
     sampler=sample_binomial_deviance, check=check_binomial_deviance,
     cases=(
@@ -308,6 +317,12 @@ def contrastive_loss(x1, x2, y, margin=1.0, reduction="mean"):
     ``x1``, ``x2`` are (N, D), ``y`` is (N,) and floating with values in {0, 1}. (Many
     codebases use the opposite convention, 1 for similar; flip ``y`` to ``1 - y``.)
     ``mean`` averages over the N pairs.
+
+    The seed code (the ``ContrastiveLoss`` of the notebook of "One Shot Learning with Siamese
+    Networks in PyTorch", github.com/harveyslash/Facial-Similarity-with-Siamese-Networks-in-Pytorch)
+    keeps this label convention but drops the paper's 1/2 (it is twice this loss, margin 2) and
+    measures ``F.pairwise_distance``, which adds 1e-6 to the difference; its dataset yields
+    (N, 1) labels against (N,) distances, which broadcast to an (N, N) mean (``reference/articles.py``).
 
     At zero distance (``x1 == x2``) the similar term is :math:`\tfrac12 D^2`, computed as
     the sum of squares, whose gradient is 0. The dissimilar term
@@ -383,6 +398,7 @@ def check_contrastive(args):
 
 register(LossSpec(
     name="contrastive_loss", family="custom", forward=contrastive_loss, vjp_fn=contrastive_loss_vjp,
+    claims=articles.claims("contrastive_loss"),
     inputs=("x1", "x2", "y"), differentiable=("x1", "x2"),
     sampler=sample_contrastive, check=check_contrastive,
     cases=(
@@ -411,7 +427,8 @@ register(LossSpec(
 
 def gaussian_kernel_loss(input, sigma, center, reduction="mean"):
     r"""Gaussian (RBF) kernel between each row and a center, the seed article's
-    "Gaussian kernel loss":
+    "Gaussian kernel loss" (the ``Gaussian`` module of the GitHub note "Write own Loss Function
+    in Pytorch"; its claims in ``reference/articles.py``):
 
     .. math:: \ell_i = \exp\!\left(-\frac{\|x_i - c_i\|_2^2}{2\sigma_i^2}\right)
 
@@ -484,6 +501,7 @@ def check_gaussian_kernel(args):
 
 register(LossSpec(
     name="gaussian_kernel_loss", family="custom", forward=gaussian_kernel_loss,
+    claims=articles.claims("gaussian_kernel_loss"),
     vjp_fn=gaussian_kernel_loss_vjp,
     inputs=("input", "sigma", "center"), differentiable=("input", "sigma", "center"),
     sampler=sample_gaussian_kernel, check=check_gaussian_kernel,
@@ -531,6 +549,11 @@ def batch_sum_squared_error(input, target, reduction="mean"):
 
     In torch terms: ``mse_loss(input, target, reduction="sum") / N`` (not
     ``mse_loss``'s mean, which divides by every element).
+
+    Source: the GitHub note "Write own Loss Function in Pytorch". Its ``OwnLossFunction``
+    divides by a configured ``batch_size`` (wrong for a smaller last batch), and its
+    backward, ``2 (output - target) grad_output``, omits that division: its gradient is
+    ``batch_size`` times the derivative (``reference/articles.py`` proves both).
     """
     d = input - target
     return reduce((d * d).reshape(d.shape[0], -1).sum(axis=1), reduction)
@@ -565,6 +588,7 @@ def check_batch_sum(args):
 
 register(LossSpec(
     name="batch_sum_squared_error", family="custom", forward=batch_sum_squared_error,
+    claims=articles.claims("batch_sum_squared_error"),
     vjp_fn=batch_sum_squared_error_vjp,
     inputs=("input", "target"), differentiable=("input", "target"),
     sampler=sample_batch_sum, check=check_batch_sum,

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import checks
+from . import articles, checks
 from .reductions import reduce, reduce_vjp
 from .spec import (Alias, BadInput, Case, Difference, LossSpec, Sampled, alias_spec, register, replace_input,
                    set_param)
@@ -191,6 +191,7 @@ _POINTWISE = dict(family="regression", inputs=("input", "target"), differentiabl
 
 register(LossSpec(
     name="l1_loss", forward=l1_loss, vjp_fn=l1_loss_vjp, check=check_pointwise, **_POINTWISE,
+    claims=articles.claims("l1_loss"),
     cases=(Case("default"), Case("weighted", {"weight": element_weight})),
     array_params=("weight",), bad_inputs=POINTWISE_BAD_INPUTS + WEIGHT_BAD_INPUTS,
     builtins={"torch": "torch.nn.functional.l1_loss"},
@@ -198,6 +199,7 @@ register(LossSpec(
 
 register(LossSpec(
     name="mse_loss", forward=mse_loss, vjp_fn=mse_loss_vjp, check=check_pointwise, **_POINTWISE,
+    claims=articles.claims("mse_loss"),
     cases=(Case("default"), Case("weighted", {"weight": element_weight})),
     array_params=("weight",), bad_inputs=POINTWISE_BAD_INPUTS + WEIGHT_BAD_INPUTS,
     builtins={"torch": "torch.nn.functional.mse_loss", "optax": "optax.losses.squared_error"},

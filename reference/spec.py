@@ -80,6 +80,62 @@ class Difference:
     mapping: str
 
 
+# The verdicts a ``Claim`` can get: the claim is true; it is false; it is true only under a
+# condition the article does not state; or the article prints numbers from ``torch.randn``
+# without a seed, so they cannot be reproduced and the proof checks the relation it shows instead.
+HOLDS = "holds"
+REFUTED = "refuted"
+CAVEAT = "holds with caveat"
+UNSEEDED = "not reproducible: unseeded input"
+VERDICTS = (HOLDS, REFUTED, CAVEAT, UNSEEDED)
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where a claim comes from: the article's address and title, and how much of it could be
+    read (``retrieved``: the whole text, its opening only, or the code it describes)."""
+
+    url: str
+    title: str
+    retrieved: str
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A claim a seed article makes (or a pitfall it states), with the verdict we expect and the
+    proof that measures it.
+
+    ``claim`` is the article's statement, paraphrased (a short quote at most). ``proof()`` runs
+    the real torch (and NumPy) code the article describes, re-expressed, against lossparity's
+    implementations and the built-ins, and returns ``(verdict, evidence)``: the verdict it
+    measured (one of ``VERDICTS``) and one or two sentences of numbers that back it. It asserts
+    nothing itself, so ``lossparity show`` can print a measured verdict that disagrees with the
+    expected one; ``tests/test_claims.py`` fails on any disagreement, and on a claim without a
+    proof. ``key`` names the claim in test ids (unique per loss).
+    """
+
+    key: str
+    source: Source
+    claim: str
+    verdict: str
+    proof: Callable[[], tuple[str, str]] | None
+
+    def __post_init__(self):
+        if self.verdict not in VERDICTS:
+            raise ValueError(f"claim {self.key!r}: verdict {self.verdict!r} is not one of {VERDICTS}")
+
+    def measure(self) -> tuple[str, str]:
+        """``(verdict, evidence)`` measured now; a proof that raises gives the verdict
+        ``"error: <exception>"``, and a missing proof ``"no proof"``."""
+        if self.proof is None:
+            return "no proof", "this claim has no proof function"
+        try:
+            verdict, evidence = self.proof()
+        except Exception as e:  # noqa: BLE001  (reported as the measured verdict)
+            return f"error: {type(e).__name__}: {e}", ""
+        return verdict, evidence
+
+
 @dataclass(frozen=True)
 class BadInput:
     """Input that every package must reject with the same error.
@@ -143,6 +199,8 @@ class LossSpec:
     array_params: tuple[str, ...] = ()
     builtins: dict[str, str] = field(default_factory=dict)
     differences: tuple[Difference, ...] = ()
+    # What the seed articles claim about this loss, each with its proof (``reference.articles``).
+    claims: tuple[Claim, ...] = ()
     xfails: tuple[XFail, ...] = ()
     bad_inputs: tuple[BadInput, ...] = ()
     alias_of: str | None = None
@@ -339,6 +397,9 @@ def register(spec: LossSpec) -> LossSpec:
     names = [c.name for c in spec.matrix_cases]
     if len(names) != len(set(names)):
         raise ValueError(f"{spec.name}: case names must be unique; got {names}")
+    keys = [c.key for c in spec.claims]
+    if len(keys) != len(set(keys)):
+        raise ValueError(f"{spec.name}: claim keys must be unique; got {keys}")
     _REGISTRY[spec.name] = spec
     return spec
 

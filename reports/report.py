@@ -786,6 +786,23 @@ PARITY_HEADERS = ["implementation", "dtype", "device", "cells", "passed", "faile
                   "worst grad abs err", "worst grad rel err", "rtol", "atol", "worst err / tol"]
 
 
+def claims_blocks(spec) -> list:
+    """The "Claims from the articles" section: each claim of the seed articles about this loss,
+    the verdict it should get and the verdict its proof measures now (``reference.articles``)."""
+    rows, sources = [], {}
+    for c in spec.claims:
+        measured, evidence = c.measure()
+        ref = sources.setdefault(c.source, len(sources) + 1)
+        mark = "" if measured == c.verdict else " (DISAGREES)"
+        rows.append([f"[{ref}]", c.claim, c.verdict, measured + mark, evidence])
+    notes = "; ".join(f"[{i}] {s.title}, {s.url} (read: {s.retrieved})" for s, i in sources.items())
+    return [heading(2, "Claims from the articles"),
+            para("Each claim as the article makes it, the verdict recorded for it and the verdict its proof "
+                 "measured just now, running the code the article describes (`reference/articles.py`)."),
+            table(rows, ["source", "claim", "verdict", "measured now", "evidence"]),
+            para("Sources: " + notes + ".")]
+
+
 def loss_page(name: str, parity: pd.DataFrame, timings: pd.DataFrame, failures: list, skipped: list,
               fmt: str = "markdown") -> list:
     spec = reference.get(name)
@@ -832,6 +849,9 @@ def loss_page(name: str, parity: pd.DataFrame, timings: pd.DataFrame, failures: 
     if spec.differences:
         blocks.append(table([[d.library, f"`{d.builtin}`", d.difference, f"`{d.mapping}`"] for d in spec.differences],
                             ["library", "built-in", "difference", "mapping"]))
+
+    if spec.claims:
+        blocks += claims_blocks(spec)
 
     blocks.append(heading(2, "Known disagreements (xfail)"))
     if spec.xfails:
