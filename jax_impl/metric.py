@@ -360,8 +360,9 @@ def _ntxent_parts(embeddings, labels, temperature):
 
 
 def ntxent(embeddings, labels, temperature=0.07, reduction="none"):
-    x, pos, neg, lse_neg, norm = _ntxent_parts(embeddings, labels, temperature)[:5]
-    loss = -jnp.where(pos, x - norm, 0.0).sum() / pos.sum()
+    x, pos, neg, lse_neg = _ntxent_parts(embeddings, labels, temperature)[:4]
+    # norm - x as softplus(lse_neg - x): no cancellation where the loss is small (half precision)
+    loss = jnp.where(pos, jax.nn.softplus(lse_neg[:, None] - x), 0.0).sum() / pos.sum()
     return reduce(loss, reduction)
 
 
@@ -374,9 +375,10 @@ def _ntxent_bwd(temperature, reduction, residuals, cotangent):
     x, pos, neg, lse_neg, norm, n2, r, u, eps = _ntxent_parts(embeddings, labels, temperature)
     g = reduce_vjp(cotangent, reduction, 1)
     shift = jnp.where(jnp.isfinite(lse_neg), lse_neg, 0.0)
-    pair = jnp.where(pos, jnp.exp(shift[:, None] - norm), 0.0).sum(1)  # sum_j e^{M_i - L_ij}
+    rest = jnp.where(pos, jax.nn.sigmoid(lse_neg[:, None] - x), 0.0)  # 1 - pi_ij = e^{M_i - L_ij}
+    pair = rest.sum(1)  # sum_j e^{M_i - L_ij}
     g_neg = jnp.where(neg, jnp.exp(x - shift[:, None]), 0.0) * pair[:, None]
-    g_pos = jnp.where(pos, jnp.exp(x - norm) - 1.0, 0.0)
+    g_pos = -rest
     G = g * (g_pos + g_neg) / (pos.sum() * temperature)
     v = (G + G.T) @ u
     d = (v - _slope(n2 - eps)[:, None] * (u * v).sum(-1, keepdims=True) * u) / r[:, None]

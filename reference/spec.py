@@ -171,6 +171,11 @@ class XFail:
     """A matrix cell known to disagree; the matrix marks it ``xfail(strict=True)``.
 
     Every field left as None matches anything.
+
+    ``check`` names a transform test of ``tests/test_transforms.py`` instead (``gradgradcheck``,
+    ``torch.func.grad``, ``torch.func.vmap``, ``jax.jit``, ``jax.grad``, ``jax.vmap``,
+    ``jax.hvp``): that test is marked ``xfail(strict=True)`` where the other fields match, and
+    the parity matrix ignores the entry.
     """
 
     reason: str
@@ -178,6 +183,7 @@ class XFail:
     dtype: str | None = None
     case: str | None = None
     reduction: str | None = None
+    check: str | None = None
 
     def matches(self, variant: str, dtype: str, case: str, reduction: str) -> bool:
         return all(want is None or want == got for want, got in (
@@ -216,6 +222,11 @@ class LossSpec:
     # For an alias (see ``Alias`` and ``alias_spec``): how its arguments become its target's.
     # ``alias_of`` names the target; specs built by ``alias_spec`` set both.
     alias: "Alias | None" = None
+    # The factors, besides 1, by which the property-based tests (``tests/test_fuzz.py``) multiply
+    # each input that gets a gradient, for extreme values beyond the sampler's draw; a scaled draw
+    # that the checks or the reference refuse is outside the domain and skipped. A loss whose
+    # domain float64 cannot resolve at the matrix's tolerance under a factor names fewer (say why).
+    fuzz_scales: tuple[float, ...] = (1e-3, 30.0, 1e3)
 
     @property
     def defaults(self) -> dict[str, Any]:
@@ -278,7 +289,14 @@ class LossSpec:
 
     def xfail_reason(self, variant: str, dtype: str, case: str, reduction: str) -> str | None:
         for x in self.xfails:
-            if x.matches(variant, dtype, case, reduction):
+            if x.check is None and x.matches(variant, dtype, case, reduction):
+                return x.reason
+        return None
+
+    def check_xfail_reason(self, check: str, variant: str, case: str, reduction: str) -> str | None:
+        """The reason a transform test (``XFail.check``) is expected to fail, or None."""
+        for x in self.xfails:
+            if x.check == check and x.matches(variant, "float64", case, reduction):
                 return x.reason
         return None
 
@@ -368,6 +386,7 @@ def alias_spec(name: str, family: str, alias: Alias, doc: str, **fields) -> Loss
                       + (inspect.getdoc(target.vjp_fn) or ""))
     vjp_fn.__wrapped__ = target.vjp_fn
     fields.setdefault("sampler", sampler)
+    fields.setdefault("fuzz_scales", target.fuzz_scales)  # the same domain, under other names
     fields.setdefault("differentiable", tuple(from_target[t] for t in target.differentiable if t in from_target))
     fields.setdefault("array_params", tuple(from_target[t] for t in target.array_params if t in from_target))
     fields.setdefault("differentiable_params",

@@ -2398,7 +2398,7 @@ def _check_like(obj, target, like, framework, cases, reductions, dtypes, devices
     sample = dict(sample or {})
     if shapes:
         sample.update(_shape_sample(spec, shapes))
-    dtypes = _choose("dtype", dtypes, list(matrix.TOLERANCES)) or list(matrix.TOLERANCES)
+    dtypes = _choose("dtype", dtypes, list(matrix.FULL_DTYPES)) or list(matrix.FULL_DTYPES)
     present, cuda_absent = _devices(adapter.framework, devices)
     # cases
     all_cases = [c.name for c in spec.matrix_cases]
@@ -2755,7 +2755,7 @@ def _check_custom(obj, target, framework, inputs, reference_fn, differentiable, 
         reds = _split(reductions)
     else:
         reds = [None]
-    dtypes = _choose("dtype", dtypes, list(matrix.TOLERANCES)) or list(matrix.TOLERANCES)
+    dtypes = _choose("dtype", dtypes, list(matrix.FULL_DTYPES)) or list(matrix.FULL_DTYPES)
     present, cuda_absent = _devices(adapter.framework, devices)
     user_files = _user_files(obj)
     runs: dict = {}

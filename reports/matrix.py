@@ -25,13 +25,30 @@ import torch_impl
 # The matrix compares float64 cells; this is the harness's own process.
 jax.config.update("jax_enable_x64", True)
 
-# torch.testing.assert_close's defaults per dtype (rtol, atol). They hold for every
-# cell of the catalogue as it stands: no loss needed a wider one.
+# Per dtype (rtol, atol); a cell passes where |actual - expected| <= atol + rtol |expected|.
+# float64, float32: torch.testing.assert_close's defaults. They hold for every cell of the
+# catalogue as it stands: no loss needed a wider one.
+# float16, bfloat16: derived from the format alone (machine epsilon eps = 2^-10 and 2^-7, unit
+# roundoff u = eps / 2), fixed before any half cell ran. torch's CPU kernels and XLA round every
+# operation's result to the storage format, and a loss and each gradient entry are a short chain
+# of such operations (the reductions accumulate in float32): rtol = 8u = 4 eps allows about
+# eight roundings of relative size u. atol = u, the error of one rounding of an O(1) quantity:
+# what an entry near 0 keeps when O(1) terms cancel to it (the samplers draw O(1) inputs).
+# The expectation is the float64 reference on the inputs as rounded to the cell's dtype, so the
+# tolerance measures the implementation's arithmetic alone, not the rounding of its inputs.
 TOLERANCES: dict[str, tuple[float, float]] = {
     "float64": (1e-7, 1e-7),
     "float32": (1.3e-6, 1e-5),
+    "float16": (2.0 ** -8, 2.0 ** -11),
+    "bfloat16": (2.0 ** -5, 2.0 ** -8),
 }
 DTYPES = tuple(TOLERANCES)
+# Every case and reduction of a loss runs in the full dtypes; the half dtypes run the loss's
+# default case under one reduction (``half_reduction``), which keeps the matrix small.
+FULL_DTYPES = ("float64", "float32")
+HALF_DTYPES = ("float16", "bfloat16")
+# The NumPy type of each dtype's drawn arrays (bfloat16 is ml_dtypes', which JAX ships).
+NP_DTYPES = {"float64": np.float64, "float32": np.float32, "float16": np.float16, "bfloat16": jax.numpy.bfloat16}
 DEVICES = ("cpu", "cuda")
 FRAMEWORKS = {"torch": torch_impl.VARIANTS, "jax": jax_impl.VARIANTS}
 VARIANTS = tuple(v for vs in FRAMEWORKS.values() for v in vs)
@@ -70,9 +87,29 @@ def cells(losses=None, variants=None, dtypes=None, devices=("cpu",)) -> list[Cel
                     for dtype in dtypes or DTYPES:
                         if case.dtypes is not None and dtype not in case.dtypes:
                             continue  # the case is beyond this dtype's precision (see the spec)
+                        if dtype in HALF_DTYPES and (case is not half_case(spec, dtype)
+                                                     or reduction != half_reduction(spec, case)):
+                            continue  # half precision: the default case under one reduction
                         for device in devices:
                             out.append(Cell(name, case.name, reduction, variant, dtype, device))
     return out
+
+
+def half_case(spec, dtype: str):
+    """The one case of a loss's cells in a half dtype: its default case, or the first of its
+    cases that the spec admits in ``dtype`` where the default is beyond that precision
+    (``Case.dtypes``; circle's default gamma = 80 is a float64 case). None: no case admits it."""
+    return next((c for c in spec.cases if c.dtypes is None or dtype in c.dtypes), None)
+
+
+def half_reduction(spec, case) -> str:
+    """The one reduction of a loss's half-precision cells: ``mean`` where ``case`` has it,
+    else the loss's default reduction, else the case's first."""
+    reductions = spec.case_reductions(case)
+    for reduction in ("mean", spec.defaults.get("reduction")):
+        if reduction in reductions:
+            return reduction
+    return reductions[0]
 
 
 def device_available(framework: str, device: str) -> bool:
@@ -109,11 +146,11 @@ class Drawn:
 
 def draw(spec, case_name: str, reduction: str, dtype: str, seed: int = 0) -> Drawn:
     rng = np.random.default_rng(seed_for(spec.name, case_name, seed))
-    inputs, kw = spec.draw(rng, case_name, getattr(np, dtype))
+    inputs, kw = spec.draw(rng, case_name, NP_DTYPES[dtype])
     kw = {**kw, "reduction": reduction}
     shape = np.shape(reference.loss(spec.name, *_as64(inputs), **_as64(kw)))
     cot_rng = np.random.default_rng(seed_for(spec.name, case_name, seed) + 1)
-    cotangent = cot_rng.standard_normal(shape).astype(dtype)
+    cotangent = cot_rng.standard_normal(shape).astype(NP_DTYPES[dtype])
     return Drawn(inputs, kw, cotangent)
 
 
@@ -125,9 +162,14 @@ def _as64(x):
         return {k: _as64(v) for k, v in x.items()}
     if isinstance(x, tuple):
         return tuple(_as64(v) for v in x)
-    if isinstance(x, np.ndarray) and x.dtype.kind == "f":
+    if is_float(x):
         return x.astype(np.float64)
     return x
+
+
+def is_float(x) -> bool:
+    """Whether ``x`` is a floating NumPy array, bfloat16 (ml_dtypes', kind 'V') included."""
+    return isinstance(x, np.ndarray) and (x.dtype.kind == "f" or x.dtype == NP_DTYPES["bfloat16"])
 
 
 def expected(spec, d: Drawn) -> tuple[np.ndarray, tuple]:
@@ -151,14 +193,14 @@ def draw_from(spec, rng: np.random.Generator, case_name: str, reduction: str, dt
     property-based tests use it. Raises ``OutsideDomain`` when the sampler or the spec's
     checks refuse the draw; anything the reference forward raises afterwards passes through."""
     try:
-        inputs, kw = spec.draw(rng, case_name, getattr(np, dtype), **sizes)
+        inputs, kw = spec.draw(rng, case_name, NP_DTYPES[dtype], **sizes)
         kw = {**kw, "reduction": reduction}
         reference.validate(spec, tuple(np.asarray(x) for x in _as64(inputs)), _as64(kw))
     except Exception as e:  # noqa: BLE001  (whatever the sampler or the checks refuse)
         raise OutsideDomain(f"{spec.name} [{case_name}] with sampler options {sizes}: "
                             f"{type(e).__name__}: {e}") from e
     shape = np.shape(reference.loss(spec.name, *_as64(inputs), **_as64(kw)))
-    cotangent = rng.standard_normal(shape).astype(dtype)
+    cotangent = rng.standard_normal(shape).astype(NP_DTYPES[dtype])
     return Drawn(inputs, kw, cotangent)
 
 
@@ -188,9 +230,17 @@ def _framework_kw(kw: dict, framework: str, to_array) -> dict:
     return {k: convert(v) for k, v in kw.items()}
 
 
+def to_torch(x: np.ndarray, device: str = "cpu") -> torch.Tensor:
+    """A drawn NumPy array as a tensor of the same dtype (torch cannot read ml_dtypes' bfloat16:
+    it goes through float32, which holds every bfloat16 value exactly)."""
+    if isinstance(x, np.ndarray) and x.dtype == NP_DTYPES["bfloat16"]:
+        return torch.as_tensor(x.astype(np.float32), device=device).to(torch.bfloat16)
+    return torch.as_tensor(x, device=device)
+
+
 def torch_arrays(d: Drawn, device: str = "cpu") -> tuple[list, dict]:
-    kw = _framework_kw(d.kw, "torch", lambda v: torch.as_tensor(v, device=device))
-    return [torch.as_tensor(x, device=device) for x in d.inputs], kw
+    kw = _framework_kw(d.kw, "torch", lambda v: to_torch(v, device))
+    return [to_torch(x, device) for x in d.inputs], kw
 
 
 def jax_arrays(d: Drawn, device: str = "cpu") -> tuple[list, dict]:
@@ -203,7 +253,7 @@ def run_torch(fn, spec, d: Drawn, device: str) -> tuple[np.ndarray, tuple]:
     call, primals = on_differentiable(fn, spec, *torch_arrays(d, device))
     diff = [p.clone().requires_grad_(True) for p in primals]
     out = call(*diff)
-    grads = torch.autograd.grad(out, diff, torch.as_tensor(d.cotangent, device=device), allow_unused=True)
+    grads = torch.autograd.grad(out, diff, to_torch(d.cotangent, device), allow_unused=True)
     grads = tuple(np.zeros(t.shape) if g is None else g.detach().cpu().double().numpy() for g, t in zip(grads, diff))
     return out.detach().cpu().double().numpy(), grads
 
@@ -310,12 +360,12 @@ def reproducer(cell: Cell, seed: int = 0) -> str:
     """Python that rebuilds the cell's inputs and calls the implementation, standalone."""
     if cell.framework == "torch":
         head = ("import torch\nimport reference, torch_impl\n"
-                "from reports.matrix import draw, expected, on_differentiable, torch_arrays")
+                "from reports.matrix import draw, expected, on_differentiable, to_torch, torch_arrays")
         call = (f"fn = torch_impl.get({cell.loss!r}, {cell.variant!r})\n"
                 f"f, primals = on_differentiable(fn, spec, *torch_arrays(d, {cell.device!r}))\n"
                 "diff = [p.requires_grad_() for p in primals]\n"
                 "out = f(*diff)\n"
-                "grads = torch.autograd.grad(out, diff, torch.as_tensor(d.cotangent))")
+                f"grads = torch.autograd.grad(out, diff, to_torch(d.cotangent, {cell.device!r}))")
     else:
         head = "import jax\nimport reference, jax_impl\nfrom reports.matrix import draw, expected, jax_arrays, on_differentiable"
         call = (f"fn = jax_impl.get({cell.loss!r}, {cell.variant!r})\n"

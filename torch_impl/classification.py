@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from reference.reductions import reduce, reduce_vjp
-from .core import _transforms_active, alias, builtin, function, module
+from .core import _transforms_active, alias, builtin, cotangent, function, in_place_ok, module, one_hot, scaled, take
 
 LOG_CLAMP = -100.0  # torch clamps each log of binary_cross_entropy at -100
 
@@ -44,7 +44,7 @@ def _class_index_terms(input, target, weight, ignore_index):
     safe = torch.where(counts, target, 0)
     if weight is None:
         return counts, safe, counts.to(input.dtype)
-    return counts, safe, torch.where(counts, weight[safe], 0.0)
+    return counts, safe, torch.where(counts, take(weight, safe), 0.0)
 
 
 def _weighted_mean(elementwise, reduction, denominator):
@@ -90,13 +90,61 @@ def _softmax_minus_target(logp, q, g, cd):
     return g * (p * total - q)
 
 
+def _small_last_dim(input, cd) -> bool:
+    """torch's CPU log_softmax over a last dimension shorter than a vector register (16
+    floats) runs row by row, ~10x slower than the five passes of ``_log_softmax``."""
+    return cd == input.dim() - 1 and 0 < input.shape[cd] < 16 and input.device.type == "cpu"
+
+
+def _log_softmax(input, cd):
+    """``torch.log_softmax(input, cd)``, as five passes over the logits where the class dim is
+    short and last (shifted by the row max, which cancels: no gradient flows through it)."""
+    if not _small_last_dim(input, cd):
+        return torch.log_softmax(input, cd)
+    z = input - input.amax(cd, keepdim=True).detach()
+    return z - z.exp().sum(cd, keepdim=True).log()
+
+
+def _log_softmax_and_softmax(input, cd):
+    """log_softmax and softmax together, for a forward that keeps the softmax (no autograd)."""
+    if not _small_last_dim(input, cd):
+        logp = torch.log_softmax(input, cd)
+        return logp, logp.exp()
+    z = input - input.amax(cd, keepdim=True)
+    e = z.exp()
+    s = e.sum(cd, keepdim=True)
+    return z.sub_(s.log()), e.div_(s)
+
+
+def _index_rows(logp, target, weight, ignore_index, reduction, cd):
+    """For class-index targets without smoothing, the reduced loss -sum_i w_i log p_{i,y_i}
+    (over sum_i w_i for ``mean``), the labels with ignored ones set to 0, and each element's
+    share of the cotangent: w_i, divided by sum_i w_i for ``mean`` (no autograd)."""
+    counts, safe, w_target = _class_index_terms(logp, target, weight, ignore_index)
+    elementwise = logp.gather(cd, safe.unsqueeze(cd)).squeeze(cd).mul_(w_target).neg_()
+    if reduction != "mean":
+        return reduce(elementwise, reduction), safe, w_target
+    denominator = w_target.sum()
+    return elementwise.sum() / denominator, safe, w_target / _safe_denominator(denominator)
+
+
+def _minus_target_rows(p, safe, share, grad_output, cd):
+    """g w_i (p_i - onehot(y_i)) from the softmax and each element's share of the cotangent:
+    one product and one scatter, in place where safe."""
+    r = (grad_output * share).unsqueeze(cd)
+    d_input = p * r
+    if in_place_ok():
+        return d_input.scatter_add_(cd, safe.unsqueeze(cd), r.neg_())
+    return d_input.scatter_add(cd, safe.unsqueeze(cd), -r)
+
+
 # -- cross_entropy ---------------------------------------------------------------
 
 def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean", label_smoothing=0.0):
     """Cross entropy of logits with class indices or class probabilities, as
     ``torch.nn.functional.cross_entropy`` (see ``reference.classification.cross_entropy``)."""
     cd = _class_dim(input)
-    logp = torch.log_softmax(input, cd)
+    logp = _log_softmax(input, cd)
     if target.is_floating_point():
         q = _effective_probability_targets(input, target, weight, label_smoothing)
         return reduce(-(q * logp).sum(cd), reduction)
@@ -112,25 +160,46 @@ def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean
 
 class CrossEntropyFunction(torch.autograd.Function):
     """Cross entropy with a softmax-minus-target backward; a floating (probability)
-    target gets its gradient too, -(1 - eps) w_c log p_c."""
+    target gets its gradient too, -(1 - eps) w_c log p_c.
+
+    For class indices without smoothing (``returns_residuals``) the forward keeps the softmax,
+    the labels and each element's share of the cotangent, and the backward is one product and
+    one scatter: g w_i (p_i - onehot(y_i)), in place."""
 
     generate_vmap_rule = True
+    returns_residuals = True
 
     @staticmethod
     def forward(input, target, weight, ignore_index, reduction, label_smoothing):
-        return cross_entropy(input, target, weight, ignore_index, reduction, label_smoothing)
+        if target.is_floating_point() or label_smoothing > 0:
+            return cross_entropy(input, target, weight, ignore_index, reduction, label_smoothing), None, None, None
+        cd = _class_dim(input)
+        logp, p = _log_softmax_and_softmax(input, cd)
+        loss, safe, share = _index_rows(logp, target, weight, ignore_index, reduction, cd)
+        return loss, p, safe, share
 
     @staticmethod
     def setup_context(ctx, inputs, output):
         input, target, weight, ctx.ignore_index, ctx.reduction, ctx.label_smoothing = inputs
-        ctx.save_for_backward(input, target, weight)
+        residuals = output[1:]
+        if residuals[0] is not None:
+            ctx.mark_non_differentiable(*residuals)
+        ctx.set_materialize_grads(False)
+        ctx.save_for_backward(input, target, weight, *residuals)
 
     @staticmethod
-    def backward(ctx, grad_output):
-        input, target, weight = ctx.saved_tensors
+    def backward(ctx, grad_output, *_):
+        input, target, weight, p, safe, share = ctx.saved_tensors
+        if grad_output is None:
+            return None, None, None, None, None, None
         cd = _class_dim(input)
+        if p is not None:
+            if torch.is_grad_enabled():  # recorded for a double backward: the softmax as a function of input
+                p = _log_softmax(input, cd).exp()
+            return _minus_target_rows(p, safe, share, grad_output, cd), None, None, None, None, None
+        # Probability targets or smoothing: from the inputs.
         numel = input.numel() // input.shape[cd]
-        logp = torch.log_softmax(input, cd)
+        logp = _log_softmax(input, cd)
         d_target = None
         if target.is_floating_point():
             q = _effective_probability_targets(input, target, weight, ctx.label_smoothing)
@@ -160,24 +229,34 @@ def nll_loss(input, target, weight=None, ignore_index=-100, reduction="mean"):
 
 
 class NLLLossFunction(torch.autograd.Function):
+    """Returns the labels (ignored ones set to 0) and each element's share of the cotangent
+    beside the loss (``returns_residuals``); neither depends on the input, so the backward is
+    one scatter of -g share into zeros, recorded or not."""
+
     generate_vmap_rule = True
+    returns_residuals = True
 
     @staticmethod
     def forward(input, target, weight, ignore_index, reduction):
-        return nll_loss(input, target, weight, ignore_index, reduction)
+        return _index_rows(input, target, weight, ignore_index, reduction, _class_dim(input))
 
     @staticmethod
     def setup_context(ctx, inputs, output):
         input, target, weight, ctx.ignore_index, ctx.reduction = inputs
-        ctx.save_for_backward(input, target, weight)
+        ctx.mark_non_differentiable(*output[1:])
+        ctx.set_materialize_grads(False)
+        ctx.save_for_backward(input, *output[1:])
 
     @staticmethod
-    def backward(ctx, grad_output):
-        input, target, weight = ctx.saved_tensors
+    def backward(ctx, grad_output, *_):
+        input, safe, share = ctx.saved_tensors
+        if grad_output is None:
+            return None, None, None, None, None
         cd = _class_dim(input)
-        counts, safe, w_target = _class_index_terms(input, target, weight, ctx.ignore_index)
-        g = reduce_vjp(grad_output, ctx.reduction, target.numel(), _safe_denominator(w_target.sum()))
-        d_input = torch.zeros_like(input).scatter(cd, safe.unsqueeze(cd), (-w_target * g).unsqueeze(cd))
+        src = -(grad_output * share).unsqueeze(cd)
+        index = safe.unsqueeze(cd)
+        zeros = torch.zeros_like(input)
+        d_input = zeros.scatter_(cd, index, src) if in_place_ok() else zeros.scatter(cd, index, src)
         return d_input, None, None, None, None
 
 
@@ -206,29 +285,47 @@ def binary_cross_entropy(input, target, weight=None, reduction="mean"):
 
 class BinaryCrossEntropyFunction(torch.autograd.Function):
     """The true derivative of the clamped forward (torch's built-in backward divides by
-    max(x (1 - x), 1e-12) instead)."""
+    max(x (1 - x), 1e-12) instead). Returns the two clamped logs beside the loss
+    (``returns_residuals``): the backward reads where each is clamped from them."""
 
     generate_vmap_rule = True
+    returns_residuals = True
 
     @staticmethod
     def forward(input, target, weight, reduction):
-        return binary_cross_entropy(input, target, weight, reduction)
+        # No autograd here: the logs straight from log and log1p, then clamped (log 0 = -inf).
+        log_x = torch.log(input).clamp_min_(LOG_CLAMP)
+        log_1mx = torch.log1p(-input).clamp_min_(LOG_CLAMP)
+        minus = torch.addcmul(log_1mx, target, log_x - log_1mx)  # t log x + (1 - t) log(1 - x)
+        if weight is not None:
+            minus = minus.mul_(weight)
+        return -reduce(minus, reduction), log_x, log_1mx
 
     @staticmethod
     def setup_context(ctx, inputs, output):
         input, target, weight, ctx.reduction = inputs
-        ctx.save_for_backward(input, target, weight)
+        ctx.mark_non_differentiable(*output[1:])
+        ctx.set_materialize_grads(False)
+        ctx.save_for_backward(input, target, weight, *output[1:])
 
     @staticmethod
-    def backward(ctx, grad_output):
-        input, target, weight = ctx.saved_tensors
-        g = reduce_vjp(grad_output, ctx.reduction, input.numel())
+    def backward(ctx, grad_output, *_):
+        input, target, weight, log_x, log_1mx = ctx.saved_tensors
+        if grad_output is None:
+            return None, None, None, None
+        if torch.is_grad_enabled():  # recorded for a double backward: the logs as functions of input
+            log_x, log_1mx = _clamped_logs(input)
+        g = cotangent(grad_output, ctx.reduction, input.numel())
         if weight is not None:
             g = g * weight
-        log_x, log_1mx = _clamped_logs(input)
-        slope = (torch.where(log_1mx > LOG_CLAMP, (1.0 - target) / (1.0 - input), 0.0)
-                 - torch.where(log_x > LOG_CLAMP, target / input, 0.0))
-        return g * slope, g * (log_1mx - log_x), None, None
+        d_input = d_target = None
+        if ctx.needs_input_grad[0]:
+            slope = (torch.where(log_1mx > LOG_CLAMP, (1.0 - target) / (1.0 - input), 0.0)
+                     - torch.where(log_x > LOG_CLAMP, target / input, 0.0))
+            d_input = scaled(slope, g)
+        if ctx.needs_input_grad[1]:
+            d_target = scaled(log_1mx - log_x, g)
+        return d_input, d_target, None, None
 
 
 BCELoss = module("binary_cross_entropy", "BCELoss", binary_cross_entropy)
@@ -240,9 +337,12 @@ binary_cross_entropy_function = function("binary_cross_entropy", BinaryCrossEntr
 def binary_cross_entropy_with_logits(input, target, weight=None, reduction="mean", pos_weight=None):
     """Binary cross entropy of logits in the stable softplus form, as
     ``torch.nn.functional.binary_cross_entropy_with_logits``."""
-    softplus_neg = -F.logsigmoid(input)
-    coef = 1.0 if pos_weight is None else 1.0 + (pos_weight - 1.0) * target
-    elementwise = (1.0 - target) * input + coef * softplus_neg
+    log_sigmoid = F.logsigmoid(input)
+    if pos_weight is None:
+        elementwise = torch.addcmul(input, target, input, value=-1.0) - log_sigmoid  # (1 - t) x - log s(x)
+    else:
+        coef = 1.0 + (pos_weight - 1.0) * target
+        elementwise = (1.0 - target) * input - coef * log_sigmoid
     return reduce(elementwise if weight is None else elementwise * weight, reduction)
 
 
@@ -261,11 +361,17 @@ class BinaryCrossEntropyWithLogitsFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_output):
         input, target, weight, pos_weight = ctx.saved_tensors
-        g = reduce_vjp(grad_output, ctx.reduction, input.numel())
+        g = cotangent(grad_output, ctx.reduction, input.numel())
         if weight is not None:
             g = g * weight
+        d_input = d_target = None
         if pos_weight is None:
-            return g * (torch.sigmoid(input) - target), -g * input, None, None, None
+            if ctx.needs_input_grad[0]:
+                s = torch.sigmoid(input)
+                d_input = scaled(s.sub_(target) if in_place_ok() else s - target, g)
+            if ctx.needs_input_grad[1]:
+                d_target = scaled(-input, g)
+            return d_input, d_target, None, None, None
         coef = 1.0 + (pos_weight - 1.0) * target
         d_input = g * (coef * torch.sigmoid(input) - pos_weight * target)
         d_target = g * ((pos_weight - 1.0) * -F.logsigmoid(input) - input)
@@ -441,7 +547,7 @@ class SoftmaxCrossEntropyWithIntegerLabelsFunction(torch.autograd.Function):
         x, w, perm = _label_layout(logits, ctx.axis, where)
         lse, kept = _masked_logsumexp(x, -1, w)
         p = _masked(torch.exp(x - torch.where(kept, lse, 0.0)), w)
-        d = p - F.one_hot(labels.long(), x.shape[-1]).to(x.dtype)
+        d = p - one_hot(labels.long(), x.shape[-1], x.dtype)
         g = reduce_vjp(grad_output, ctx.reduction, labels.numel())
         if ctx.reduction == "none":
             g = g.unsqueeze(-1)

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torch._functorch.utils import unwrap_dead_wrappers
+from torch.autograd.function import _SingleLevelFunction
 
 import reference
 from reference import checks
@@ -19,40 +21,131 @@ def _transforms_active() -> bool:
     return torch._C._functorch.peek_interpreter_stack() is not None
 
 
+def in_place_ok() -> bool:
+    """Whether a backward may write into the fresh tensors it made: not while it is being
+    recorded (``create_graph=True`` keeps them for the double backward), nor under a functorch
+    transform (vmap may batch the cotangent but not the tensor written into)."""
+    return not torch.is_grad_enabled() and not _transforms_active()
+
+
+def scaled(fresh: torch.Tensor, g) -> torch.Tensor:
+    """``fresh * g`` for a tensor the backward has just made: in place where that is safe."""
+    return fresh.mul_(g) if in_place_ok() else fresh * g
+
+
+def take(values: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """``values[index]`` for a 1-D ``values`` and an integer ``index`` of any shape. Indexing by
+    a 0-d tensor reads it with ``.item()``, which ``torch.func.vmap`` refuses; this does not."""
+    return values.index_select(0, index.reshape(-1)).reshape(index.shape)
+
+
+def one_hot(index: torch.Tensor, num_classes: int, dtype: torch.dtype) -> torch.Tensor:
+    """``F.one_hot(index, num_classes).to(dtype)`` for labels known to lie in [0, num_classes):
+    ``F.one_hot`` reads the labels' range with ``.item()``, which ``torch.func.vmap`` refuses."""
+    return (index.unsqueeze(-1) == torch.arange(num_classes, device=index.device)).to(dtype)
+
+
+def class_major(x: torch.Tensor) -> torch.Tensor:
+    """(..., C) as (C, B), B = the product of the leading dimensions, contiguous. torch's CPU
+    kernels broadcast and reduce over a long last dimension ~5-10x faster than over a last
+    dimension of a few classes or features; the backward transposes its result back (a view)."""
+    return x.reshape(-1, x.shape[-1]).t().contiguous()
+
+
+def cotangent(grad_output, reduction: str, numel: int, factor: float = 1.0, batch_size: int | None = None):
+    """``factor * reduce_vjp(grad_output, reduction, numel)`` in at most one operation on the
+    cotangent (a loss's constant factor folded into the mean's 1/n)."""
+    if reduction == "mean":
+        return grad_output * (factor / max(numel, 1))
+    if reduction == "batchmean":
+        return grad_output * (factor / batch_size)
+    return grad_output if factor == 1.0 else grad_output * factor
+
+
+_DTYPES: dict = {}  # torch dtype -> (kind, name), for the messages
+
+
+def _dtype_info(dtype) -> tuple[str, str]:
+    info = _DTYPES.get(dtype)
+    if info is None:
+        kind = ("float" if dtype.is_floating_point else "complex" if dtype.is_complex
+                else "bool" if dtype == torch.bool else "int")
+        info = _DTYPES[dtype] = (kind, str(dtype).removeprefix("torch."))
+    return info
+
+
+class TensorInfo(checks.ArrayInfo):
+    """``checks.ArrayInfo`` of a tensor, built without closures (it is built for every
+    argument of every call). The values are read only when a check asks for them."""
+
+    def __init__(self, name: str, x: torch.Tensor):
+        self.name = name
+        self.shape = tuple(x.shape)
+        self.kind, self.dtype = _dtype_info(x.dtype)
+        self._tensor = x
+
+    def bounds(self, ignore=None):
+        x = self._tensor
+        if _transforms_active() or x.numel() == 0:
+            return None
+        v = x.detach()
+        lo, hi = (b.item() for b in torch.aminmax(v))  # one pass over the values
+        # An ignored value outside the bounds is absent, and one strictly inside them is
+        # neither bound. (NaN bounds compare false both ways.)
+        if ignore is None or ignore < lo or ignore > hi or (lo < ignore < hi):
+            return lo, hi
+        if lo == ignore == hi:
+            return None  # every element is ignored
+        if ignore == lo and lo < hi:  # the smallest of the others: ignored ones read as hi
+            return torch.where(v == ignore, hi, v).amin().item(), hi
+        if ignore == hi and lo < hi:
+            return lo, torch.where(v == ignore, lo, v).amax().item()
+        v = v[v != ignore]  # NaN among the values: read the others
+        if v.numel() == 0:
+            return None
+        lo, hi = (b.item() for b in torch.aminmax(v))
+        return lo, hi
+
+    def values(self):
+        if _transforms_active():
+            return None
+        v = self._tensor.detach().cpu()
+        return (v.float() if v.dtype == torch.bfloat16 else v).numpy()
+
+
 def describe(name: str, x) -> checks.ArrayInfo:
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor; got {type(x).__name__}")
-    if x.is_floating_point():
-        kind = "float"
-    elif x.is_complex():
-        kind = "complex"
-    elif x.dtype == torch.bool:
-        kind = "bool"
-    else:
-        kind = "int"
+    return TensorInfo(name, x)
 
-    def bounds(ignore):
-        if _transforms_active():
-            return None
-        v = x.detach()
-        if ignore is not None:
-            v = v[v != ignore]
-        if v.numel() == 0:
-            return None
-        lo, hi = torch.aminmax(v)
-        return lo.item(), hi.item()
 
-    def values():
-        if _transforms_active():
-            return None
-        v = x.detach().cpu()
-        return (v.float() if v.dtype == torch.bfloat16 else v).numpy()
+# Per spec: its defaults (``spec.defaults`` reads the forward's signature, ~10 us a call).
+_BOUND: dict[int, tuple] = {}
 
-    return checks.ArrayInfo(name, tuple(x.shape), kind, str(x.dtype).removeprefix("torch."), bounds, values)
+
+def _spec_defaults(name: str):
+    spec = reference.get(name)
+    entry = _BOUND.get(id(spec))
+    if entry is None or entry[0] is not spec:
+        entry = _BOUND[id(spec)] = (spec, spec.defaults)
+    return entry
 
 
 def validate(name: str, inputs: tuple, kw: dict) -> dict:
-    return reference.validate(reference.get(name), inputs, kw, describe)
+    """``reference.validate`` with torch's ``describe``, the spec's defaults read once.
+
+    The same binding (a wrong input count or an unknown keyword goes to ``spec.bind``, which
+    raises its TypeError) and the same shared checks, in the same order."""
+    spec, defaults = _spec_defaults(name)
+    if len(inputs) != len(spec.inputs) or not kw.keys() <= defaults.keys():
+        spec.bind(inputs, kw)  # raises
+    kw = {**defaults, **kw}
+    args = {n: describe(n, x) for n, x in zip(spec.inputs, inputs)}
+    array_params = spec.array_params
+    for k, v in kw.items():
+        args[k] = describe(k, v) if v is not None and k in array_params else v
+    spec.check(args)
+    return kw
 
 
 class LossModule(nn.Module):
@@ -75,8 +168,10 @@ class LossModule(nn.Module):
         self.hyperparameters = kw
 
     def forward(self, *inputs):
-        kw = {**self.hyperparameters, **{k: getattr(self, k) for k in self._array_params}}
-        kw = validate(self.loss_name, inputs, kw)
+        kw = self.hyperparameters
+        if self._array_params:
+            kw = {**kw, **{k: getattr(self, k) for k in self._array_params}}
+        kw = validate(self.loss_name, inputs, kw)  # a new dict: the hyperparameters stay as they are
         return type(self).functional(*inputs, **kw)
 
     def extra_repr(self) -> str:
@@ -90,22 +185,75 @@ def module(name: str, class_name: str, functional, sources: tuple | None = None)
     cls = type(class_name, (LossModule,), {"loss_name": name, "functional": staticmethod(functional),
                                            "__doc__": functional.__doc__, "__module__": functional.__module__})
 
+    cache: dict = {}
+
     def call(*inputs, **kw):
-        return cls(**kw)(*inputs)
+        # One module per distinct set of hyperparameters (constructing an nn.Module costs
+        # ~20 us); tensors (array hyperparameters) are never cached. The module still
+        # validates its hyperparameters with the inputs at every call.
+        try:
+            key = _cache_key(kw)
+            m = cache.get(key)
+        except TypeError:  # unhashable, or a tensor
+            return cls(**kw)(*inputs)
+        if m is None:
+            m = cls(**kw)
+            if len(cache) < 64:
+                cache[key] = m
+        return m.forward(*inputs)  # a private module: no hooks to run
 
     IMPLEMENTATIONS.add(name, "module", call, (functional,) if sources is None else sources)
     call.module_class = cls
     return cls
 
 
+def _cache_key(kw: dict) -> tuple:
+    """A key that tells ``True``, ``1`` and ``1.0`` apart (the checks do); TypeError for a
+    tensor or an unhashable value."""
+    def key(v):
+        if isinstance(v, torch.Tensor):
+            raise TypeError("tensors are not cached")
+        if isinstance(v, tuple):
+            return tuple, tuple(key(i) for i in v)
+        hash(v)
+        return type(v), v
+    return tuple((k, key(v)) for k, v in kw.items())
+
+
+def fast_apply(fn_class: type[torch.autograd.Function]):
+    """``fn_class.apply`` for arguments that are all given positionally (the wrappers always
+    give every hyperparameter). ``Function.apply`` binds them with ``inspect.signature`` on
+    every call (~10 us, a fifth of a small loss's forward and backward); with nothing to bind,
+    this goes to the C++ ``apply`` directly, exactly as ``Function.apply`` does after binding.
+    Under torch.func transforms it is ``Function.apply`` itself."""
+    c_apply = super(_SingleLevelFunction, fn_class).apply
+
+    def apply(*args):
+        if torch._C._are_functorch_transforms_active():
+            return fn_class.apply(*args)
+        return c_apply(*unwrap_dead_wrappers(args))
+
+    return apply
+
+
 def function(name: str, fn_class: type[torch.autograd.Function]):
     """The ``function`` variant of ``name``: validate, then ``fn_class.apply`` with the inputs
-    and the hyperparameters in the spec's order."""
-    check_positional_signature(name, fn_class.forward, f"{fn_class.__name__}.forward")
+    and the hyperparameters in the spec's order.
 
-    def call(*inputs, **kw):
-        kw = validate(name, inputs, kw)
-        return fn_class.apply(*inputs, *kw.values())
+    A Function with ``returns_residuals = True`` returns ``(loss, *residuals)``: what its
+    forward computed that its backward needs (a softmax, an exponential), marked
+    non-differentiable, so the backward need not compute it again; the variant returns the loss."""
+    check_positional_signature(name, fn_class.forward, f"{fn_class.__name__}.forward")
+    apply = fast_apply(fn_class)
+
+    if getattr(fn_class, "returns_residuals", False):
+        def call(*inputs, **kw):
+            kw = validate(name, inputs, kw)
+            return apply(*inputs, *kw.values())[0]
+    else:
+        def call(*inputs, **kw):
+            kw = validate(name, inputs, kw)
+            return apply(*inputs, *kw.values())
 
     call.__name__ = name
     call.__doc__ = fn_class.__doc__
@@ -133,11 +281,14 @@ def alias(name: str, class_name: str) -> type[LossModule]:
     functional.__module__ = target_functional.__module__
     cls = module(name, class_name, functional, sources=target_module.sources)
     fn_class = target_function.function_class
+    apply = fast_apply(fn_class)
+    residuals = getattr(fn_class, "returns_residuals", False)
 
     def call(*inputs, **kw):
         kw = validate(name, inputs, kw)
         t_inputs, t_kw = mapping.arguments(inputs, kw)
-        return fn_class.apply(*t_inputs, *t_kw.values())
+        out = apply(*t_inputs, *t_kw.values())
+        return out[0] if residuals else out
 
     call.__name__ = name
     call.__doc__ = spec.doc

@@ -48,9 +48,11 @@ def _rows(x, linear_weight, linear_bias, target, weight, ignore_index, label_smo
     logp = torch.log_softmax(_logits(x, linear_weight, linear_bias), dim=-1)
     mask, safe, w, w_y = _class_terms(target, weight, num_classes, ignore_index, x)
     nll = -logp.gather(-1, safe[:, None])[:, 0]
-    smooth = -(logp * w).sum(-1)
     eps = label_smoothing
-    return torch.where(mask, (1 - eps) * w_y * nll + eps / num_classes * smooth, 0.0)
+    rows = (1 - eps) * w_y * nll
+    if eps:  # the smoothing term costs one more (rows, V) temporary: only when it counts
+        rows = rows + eps / num_classes * -(logp * w).sum(-1)
+    return torch.where(mask, rows, 0.0)
 
 
 def _finish(rows, input, target, weight, linear_weight, reduction, ignore_index):
@@ -67,6 +69,21 @@ def linear_cross_entropy(input, linear_weight, target, *, linear_bias=None, weig
         rows = torch.cat([checkpoint(_rows, x[s], linear_weight, linear_bias, t[s], weight, ignore_index,
                                      label_smoothing, use_reentrant=False) for s in _chunks(len(t), chunk_size)])
     return _finish(rows, input, target, weight, linear_weight, reduction, ignore_index)
+
+
+def _d_logits(x, linear_weight, linear_bias, safe, w_y, g, w, eps):
+    """One chunk's ``g * delta``, built on one (rows, V) buffer (no one-hot): the softmax and
+    this buffer are the only temporaries of that size. The softmax is left intact (under
+    create_graph it is saved for the double backward)."""
+    num_classes = linear_weight.shape[0]
+    p = torch.softmax(_logits(x, linear_weight, linear_bias), dim=-1)
+    d_logits = p * (g * ((1 - eps) * w_y + eps / num_classes * w.sum()))[:, None]
+    del p
+    rows = torch.arange(d_logits.shape[0], device=d_logits.device)
+    d_logits.index_put_((rows, safe), -(1 - eps) * w_y * g, accumulate=True)
+    if eps:
+        d_logits.addr_(g, w, alpha=-eps / num_classes)
+    return d_logits
 
 
 class LinearCrossEntropyFunction(torch.autograd.Function):
@@ -90,23 +107,19 @@ class LinearCrossEntropyFunction(torch.autograd.Function):
     def backward(ctx, grad_output):
         input, linear_weight, target, linear_bias, weight = ctx.saved_tensors
         x, t = _batched(input, target)
-        num_classes, eps = linear_weight.shape[0], ctx.label_smoothing
-        mask, safe, w, w_y = _class_terms(t, weight, num_classes, ctx.ignore_index, x)
+        eps = ctx.label_smoothing
+        mask, safe, w, w_y = _class_terms(t, weight, linear_weight.shape[0], ctx.ignore_index, x)
         g = reduce_vjp(grad_output, ctx.reduction, t.numel(), w_y.sum())
         g = (g.reshape(-1) if ctx.reduction == "none" else g.expand(t.shape)) * mask  # one per row
-        d_input, d_weight, d_bias = [], torch.zeros_like(linear_weight), None
-        if linear_bias is not None:
-            d_bias = torch.zeros_like(linear_bias)
+        d_input, d_weight, d_bias = [], None, None
         for s in _chunks(len(t), ctx.chunk_size):
-            p = torch.softmax(_logits(x[s], linear_weight, linear_bias), dim=-1)
-            onehot = F.one_hot(safe[s], num_classes).to(p.dtype)
-            delta = (p * ((1 - eps) * w_y[s] + eps / num_classes * w.sum())[:, None]
-                     - (1 - eps) * w_y[s][:, None] * onehot - eps / num_classes * w)
-            d_logits = g[s][:, None] * delta
+            d_logits = _d_logits(x[s], linear_weight, linear_bias, safe[s], w_y[s], g[s], w, eps)
             d_input.append(d_logits @ linear_weight)
-            d_weight = d_weight + d_logits.T @ x[s]
-            if d_bias is not None:
-                d_bias = d_bias + d_logits.sum(0)
+            # out of place (vmap batches these), but with no (V, H) temporary beside the sum
+            d_weight = d_logits.T @ x[s] if d_weight is None else torch.addmm(d_weight, d_logits.T, x[s])
+            if linear_bias is not None:
+                d_bias = d_logits.sum(0) if d_bias is None else d_bias + d_logits.sum(0)
+            del d_logits  # before the next chunk's exist
         return (torch.cat(d_input).reshape(input.shape), d_weight, None, d_bias, None, None, None, None, None)
 
 

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from reference.reductions import reduce, reduce_vjp
-from .core import builtin, function, module
+from .core import _transforms_active, builtin, class_major, cotangent, function, in_place_ok, module, scaled, take
 
 
 def _per_sample_count(input) -> int:
@@ -25,7 +25,7 @@ def _per_sample_count(input) -> int:
 # -- margin_ranking_loss -----------------------------------------------------------
 
 def margin_ranking_loss(input1, input2, target, margin=0.0, reduction="mean"):
-    return reduce((-target * (input1 - input2) + margin).clamp_min(0.0), reduction)
+    return reduce(torch.rsub(target * (input1 - input2), margin).clamp_min(0.0), reduction)
 
 
 class MarginRankingLossFunction(torch.autograd.Function):
@@ -43,10 +43,10 @@ class MarginRankingLossFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_output):
         input1, input2, target = ctx.saved_tensors
-        g = reduce_vjp(grad_output, ctx.reduction, input1.numel())
-        active = -target * (input1 - input2) + ctx.margin > 0
-        d_input1 = torch.where(active, -target, torch.zeros_like(target)) * g
-        return d_input1, -d_input1, None, None, None
+        g = cotangent(grad_output, ctx.reduction, input1.numel(), -1.0)
+        active_target = torch.where(target * (input1 - input2) < ctx.margin, target, 0.0)  # where the hinge is open
+        d_input1 = scaled(active_target, g)
+        return d_input1, (-d_input1 if ctx.needs_input_grad[1] else None), None, None, None
 
 
 MarginRankingLoss = module("margin_ranking_loss", "MarginRankingLoss", margin_ranking_loss)
@@ -56,7 +56,7 @@ margin_ranking_loss_function = function("margin_ranking_loss", MarginRankingLoss
 # -- hinge_embedding_loss ----------------------------------------------------------
 
 def hinge_embedding_loss(input, target, margin=1.0, reduction="mean"):
-    return reduce(torch.where(target == 1, input, (margin - input).clamp_min(0.0)), reduction)
+    return reduce(torch.where(target == 1, input, torch.rsub(input, margin).clamp_min(0.0)), reduction)
 
 
 class HingeEmbeddingLossFunction(torch.autograd.Function):
@@ -74,10 +74,9 @@ class HingeEmbeddingLossFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_output):
         input, target = ctx.saved_tensors
-        g = reduce_vjp(grad_output, ctx.reduction, input.numel())
-        hinged = -(ctx.margin - input > 0).to(input.dtype)
-        slope = torch.where(target == 1, torch.ones_like(input), hinged)
-        return slope * g, None, None, None
+        g = cotangent(grad_output, ctx.reduction, input.numel())
+        slope = torch.where(target == 1, 1.0, torch.where(input < ctx.margin, -1.0, 0.0).to(input.dtype))
+        return scaled(slope, g), None, None, None
 
 
 HingeEmbeddingLoss = module("hinge_embedding_loss", "HingeEmbeddingLoss", hinge_embedding_loss)
@@ -105,8 +104,11 @@ class SoftMarginLossFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_output):
         input, target = ctx.saved_tensors
-        g = reduce_vjp(grad_output, ctx.reduction, input.numel())
-        return -target * torch.sigmoid(-target * input) * g, None, None
+        g = cotangent(grad_output, ctx.reduction, input.numel())
+        # -t sigmoid(-t x) = t (sigmoid(t x) - 1)
+        s = torch.sigmoid(target * input)
+        slope = s.sub_(1.0).mul_(target) if in_place_ok() else (s - 1.0) * target
+        return scaled(slope, g), None, None
 
 
 SoftMarginLoss = module("soft_margin_loss", "SoftMarginLoss", soft_margin_loss)
@@ -116,7 +118,8 @@ soft_margin_loss_function = function("soft_margin_loss", SoftMarginLossFunction)
 # -- multilabel_soft_margin_loss ---------------------------------------------------
 
 def multilabel_soft_margin_loss(input, target, weight=None, reduction="mean"):
-    elementwise = -(target * F.logsigmoid(input) + (1.0 - target) * F.logsigmoid(-input))
+    # -(t log s(x) + (1 - t) log s(-x)) = (1 - t) x - log s(x): one log-sigmoid
+    elementwise = torch.addcmul(input, target, input, value=-1.0) - F.logsigmoid(input)
     if weight is not None:
         elementwise = elementwise * weight
     return reduce(elementwise.sum(-1) / input.shape[-1], reduction)
@@ -137,11 +140,13 @@ class MultilabelSoftMarginLossFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_output):
         input, target, weight = ctx.saved_tensors
-        g = reduce_vjp(grad_output, ctx.reduction, _per_sample_count(input)).unsqueeze(-1)
-        d_input = (torch.sigmoid(input) - target) / input.shape[-1]
+        g = cotangent(grad_output, ctx.reduction, _per_sample_count(input), 1.0 / input.shape[-1])
+        if ctx.reduction == "none":
+            g = g.unsqueeze(-1)
         if weight is not None:
-            d_input = d_input * weight
-        return d_input * g, None, None, None
+            g = g * weight
+        s = torch.sigmoid(input)
+        return scaled(s.sub_(target) if in_place_ok() else s - target, g), None, None, None
 
 
 MultiLabelSoftMarginLoss = module("multilabel_soft_margin_loss", "MultiLabelSoftMarginLoss",
@@ -152,44 +157,68 @@ multilabel_soft_margin_loss_function = function("multilabel_soft_margin_loss", M
 # -- multilabel_margin_loss --------------------------------------------------------
 
 def _multilabel_hinges(input, target):
-    """Hinge arguments ``1 - x[t_k] + x[i]`` (..., K, C), the pairs that count, and the
-    one-hot of the listed targets (..., K, C); as ``reference.margin._multilabel_hinges``."""
-    classes = torch.arange(input.shape[-1], device=input.device)
-    listed = torch.cumprod((target >= 0).to(torch.int64), dim=-1).bool()
-    onehot = (target.unsqueeze(-1) == classes) & listed.unsqueeze(-1)
-    is_target = onehot.any(dim=-2)
-    x_target = torch.gather(input, -1, torch.where(listed, target, torch.zeros_like(target)))
-    z = 1.0 - x_target.unsqueeze(-1) + input.unsqueeze(-2)
-    counted = listed.unsqueeze(-1) & ~is_target.unsqueeze(-2)
-    return z, counted, onehot
+    """In class-major layout (``class_major``): the hinge arguments ``1 - x[t_k] + x[c]``
+    (K, C, B), the 0/1 mask of the pairs that count (t_k listed, c not a target), and the
+    labels with unlisted ones set to 0 (K, B); as ``reference.margin._multilabel_hinges``,
+    with the target classes marked by a scatter."""
+    num_classes = input.shape[-1]
+    x, t = class_major(input), class_major(target)
+    listed = (t >= 0).cumprod(0).bool()  # before the first -1
+    safe = t.clamp_min(0)  # entries after the first -1 lie in [-1, C)
+    marked = torch.zeros((num_classes + 1,) + t.shape[1:], dtype=input.dtype, device=input.device)
+    rows = torch.where(listed, t, num_classes)  # row C takes the unlisted
+    # out of place under vmap: the zeros are not batched where the labels are
+    marked = marked.scatter(0, rows, 1.0) if _transforms_active() else marked.scatter_(0, rows, 1.0)
+    counted = listed.unsqueeze(1) * (1.0 - marked[:num_classes]).unsqueeze(0)
+    return (x.unsqueeze(0) - x.gather(0, safe).unsqueeze(1)) + 1.0, counted, safe
+
+
+def _per_sample_shape(input):
+    return input.shape[:-1]
 
 
 def multilabel_margin_loss(input, target, reduction="mean"):
     z, counted, _ = _multilabel_hinges(input, target)
-    per_sample = torch.where(counted, z.clamp_min(0.0), torch.zeros_like(z)).sum((-2, -1)) / input.shape[-1]
-    return reduce(per_sample, reduction)
+    per_sample = (z.clamp_min(0.0) * counted).sum((0, 1)) / input.shape[-1]
+    return reduce(per_sample.reshape(_per_sample_shape(input)), reduction)
 
 
 class MultilabelMarginLossFunction(torch.autograd.Function):
+    """Returns the hinges (0 where a pair does not count) and the labels, class-major, beside
+    the loss (``returns_residuals``); the gradient is piecewise constant in the input, so the
+    backward reads only them and the cotangent, recorded or not."""
+
     generate_vmap_rule = True
+    returns_residuals = True
 
     @staticmethod
     def forward(input, target, reduction):
-        return multilabel_margin_loss(input, target, reduction)
+        z, counted, safe = _multilabel_hinges(input, target)
+        hinges = z.clamp_min_(0.0).mul_(counted)
+        per_sample = hinges.sum((0, 1)).reshape(_per_sample_shape(input))
+        return reduce(per_sample, reduction) / input.shape[-1], hinges, safe
 
     @staticmethod
     def setup_context(ctx, inputs, output):
         input, target, ctx.reduction = inputs
-        ctx.save_for_backward(input, target)
+        ctx.mark_non_differentiable(*output[1:])
+        ctx.set_materialize_grads(False)
+        ctx.save_for_backward(*output[1:])
+        ctx.shape = input.shape
 
     @staticmethod
-    def backward(ctx, grad_output):
-        input, target = ctx.saved_tensors
-        z, counted, onehot = _multilabel_hinges(input, target)
-        g = reduce_vjp(grad_output, ctx.reduction, _per_sample_count(input)).unsqueeze(-1)
-        active = (counted & (z > 0)).to(input.dtype)
-        d_input = active.sum(-2) - (onehot.to(input.dtype) * active.sum(-1, keepdim=True)).sum(-2)
-        return d_input / input.shape[-1] * g, None, None
+    def backward(ctx, grad_output, *_):
+        hinges, safe = ctx.saved_tensors
+        if grad_output is None:
+            return None, None, None
+        num_classes = ctx.shape[-1]
+        active = (hinges > 0).to(hinges.dtype)
+        # d/dx_c = (sum_k a_kc - sum over the k with t_k = c of sum_i a_ki) / C, class-major
+        d_input = active.sum(0).scatter_add_(0, safe, active.sum(1).neg_())
+        g = cotangent(grad_output, ctx.reduction, safe.shape[-1], 1.0 / num_classes)
+        if ctx.reduction == "none":
+            g = g.reshape(1, -1)
+        return scaled(d_input, g).t().reshape(ctx.shape), None, None
 
 
 MultiLabelMarginLoss = module("multilabel_margin_loss", "MultiLabelMarginLoss", multilabel_margin_loss)
@@ -209,33 +238,59 @@ def multi_margin_loss(input, target, p=1, margin=1.0, weight=None, reduction="me
     h = torch.where(wrong, z.clamp_min(0.0), torch.zeros_like(z))
     per_sample = (h if p == 1 else h * h).sum(-1) / input.shape[-1]
     if weight is not None:
-        per_sample = per_sample * weight[target]
+        per_sample = per_sample * take(weight, target)
     return reduce(per_sample, reduction)
 
 
+def _open_hinges(input, target, margin):
+    """max(0, margin - x_y + x_c), 0 at c = y, class-major (C, B), written in place (no
+    autograd); and the labels as a (1, B) index."""
+    x = class_major(input)
+    index = target.reshape(1, -1)
+    return (x - x.gather(0, index)).add_(margin).clamp_min_(0.0).scatter_(0, index, 0.0), index
+
+
 class MultiMarginLossFunction(torch.autograd.Function):
+    """Returns the open hinges, class-major, beside the loss (``returns_residuals``): the
+    slope is [h > 0] (p = 1) or 2 h (p = 2) at the wrong classes, minus their sum at the target."""
+
     generate_vmap_rule = True
+    returns_residuals = True
 
     @staticmethod
     def forward(input, target, p, margin, weight, reduction):
-        return multi_margin_loss(input, target, p, margin, weight, reduction)
+        h, index = _open_hinges(input, target, margin)
+        per_sample = (h if p == 1 else h * h).sum(0).reshape(target.shape)
+        if weight is not None:
+            per_sample = per_sample * take(weight, target)
+        return reduce(per_sample, reduction) / input.shape[-1], h
 
     @staticmethod
     def setup_context(ctx, inputs, output):
         input, target, ctx.p, ctx.margin, weight, ctx.reduction = inputs
-        ctx.save_for_backward(input, target, weight)
+        ctx.mark_non_differentiable(output[1])
+        ctx.set_materialize_grads(False)
+        ctx.save_for_backward(input, target, weight, output[1])
 
     @staticmethod
-    def backward(ctx, grad_output):
-        input, target, weight = ctx.saved_tensors
-        z, wrong = _multi_margin_hinges(input, target, ctx.margin)
-        active = wrong & (z > 0)
-        slope = torch.where(active, torch.ones_like(z) if ctx.p == 1 else 2.0 * z, torch.zeros_like(z))
-        d_input = slope - torch.where(wrong, torch.zeros_like(z), slope.sum(-1, keepdim=True))
-        g = reduce_vjp(grad_output, ctx.reduction, target.numel())
+    def backward(ctx, grad_output, _):
+        input, target, weight, h = ctx.saved_tensors
+        if grad_output is None:
+            return None, None, None, None, None, None
+        g = cotangent(grad_output, ctx.reduction, target.numel(), 1.0 / input.shape[-1])
         if weight is not None:
-            g = g * weight[target]
-        return d_input / input.shape[-1] * g.unsqueeze(-1), None, None, None, None, None
+            g = g * take(weight, target)
+        if ctx.p == 2 and torch.is_grad_enabled():  # recorded for a double backward: 2 h as a function of input
+            z, wrong = _multi_margin_hinges(input, target, ctx.margin)
+            slope = 2.0 * torch.where(wrong, z.clamp_min(0.0), 0.0)
+            d_input = slope - torch.where(wrong, 0.0, slope.sum(-1, keepdim=True))
+            return d_input * g.unsqueeze(-1), None, None, None, None, None
+        slope = (h > 0).to(h.dtype) if ctx.p == 1 else 2.0 * h
+        index = target.reshape(1, -1)
+        total = slope.sum(0, keepdim=True)
+        d_input = slope.scatter_(0, index, total.neg_()) if in_place_ok() else slope.scatter(0, index, -total)
+        d_input = scaled(d_input, g.reshape(1, -1) if ctx.reduction == "none" else g)
+        return d_input.t().reshape(input.shape), None, None, None, None, None
 
 
 MultiMarginLoss = module("multi_margin_loss", "MultiMarginLoss", multi_margin_loss)

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from reference.reductions import reduce, reduce_vjp
-from .core import alias, builtin, function, module
+from .core import alias, builtin, cotangent, function, in_place_ok, module, scaled
 
 
 def _weighted(elementwise, weight):
@@ -47,9 +47,13 @@ class L1LossFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_output):
         input, target, weight = ctx.saved_tensors
-        g = reduce_vjp(grad_output, ctx.reduction, input.numel(), _weight_sum(weight))
-        d_input = _weighted(torch.sign(input - target), weight) * g
-        return d_input, -d_input, None, None
+        if weight is None:
+            g = cotangent(grad_output, ctx.reduction, input.numel())
+        else:
+            g = reduce_vjp(grad_output, ctx.reduction, input.numel(), _weight_sum(weight)) * weight
+        d = input - target
+        d_input = scaled(d.sign_() if in_place_ok() else d.sign(), g)
+        return d_input, (-d_input if ctx.needs_input_grad[1] else None), None, None
 
 
 L1Loss = module("l1_loss", "L1Loss", l1_loss)
@@ -59,7 +63,8 @@ l1_loss_function = function("l1_loss", L1LossFunction)
 # -- mse_loss --------------------------------------------------------------------
 
 def mse_loss(input, target, reduction="mean", weight=None):
-    return reduce(_weighted((input - target) ** 2, weight), reduction, _weight_sum(weight))
+    d = input - target
+    return reduce(_weighted(d * d, weight), reduction, _weight_sum(weight))
 
 
 class MSELossFunction(torch.autograd.Function):
@@ -77,9 +82,12 @@ class MSELossFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_output):
         input, target, weight = ctx.saved_tensors
-        g = reduce_vjp(grad_output, ctx.reduction, input.numel(), _weight_sum(weight))
-        d_input = _weighted(2.0 * (input - target), weight) * g
-        return d_input, -d_input, None, None
+        if weight is None:
+            g = cotangent(grad_output, ctx.reduction, input.numel(), 2.0)  # the 2 folded into 1/n
+        else:
+            g = reduce_vjp(grad_output, ctx.reduction, input.numel(), _weight_sum(weight)) * (2.0 * weight)
+        d_input = scaled(input - target, g)
+        return d_input, (-d_input if ctx.needs_input_grad[1] else None), None, None
 
 
 MSELoss = module("mse_loss", "MSELoss", mse_loss)
@@ -88,31 +96,48 @@ mse_loss_function = function("mse_loss", MSELossFunction)
 
 # -- huber_loss ------------------------------------------------------------------
 
-def huber_loss(input, target, reduction="mean", delta=1.0, weight=None):
+def _clipped(input, target, delta):
+    """The per-element huber loss and its slope k = clip(d, -delta, delta): the loss is
+    (d - k/2) k, which is d^2/2 inside delta and delta (|d| - delta/2) outside, in four passes
+    with no mask (and autograd's derivative of it is k)."""
     d = input - target
-    a = d.abs()
-    elementwise = torch.where(a < delta, 0.5 * d * d, delta * (a - 0.5 * delta))
-    return reduce(_weighted(elementwise, weight), reduction)
+    k = d.clamp(-delta, delta)
+    return torch.sub(d, k, alpha=0.5) * k, k
+
+
+def huber_loss(input, target, reduction="mean", delta=1.0, weight=None):
+    return reduce(_weighted(_clipped(input, target, delta)[0], weight), reduction)
 
 
 class HuberLossFunction(torch.autograd.Function):
+    """Returns the slope clip(d, -delta, delta) beside the loss (``returns_residuals``): the
+    backward is that slope times the cotangent."""
+
     generate_vmap_rule = True
+    returns_residuals = True
 
     @staticmethod
     def forward(input, target, reduction, delta, weight):
-        return huber_loss(input, target, reduction, delta, weight)
+        elementwise, slope = _clipped(input, target, delta)
+        return reduce(_weighted(elementwise, weight), reduction), slope
 
     @staticmethod
     def setup_context(ctx, inputs, output):
         input, target, ctx.reduction, ctx.delta, weight = inputs
-        ctx.save_for_backward(input, target, weight)
+        ctx.mark_non_differentiable(output[1])
+        ctx.set_materialize_grads(False)
+        ctx.save_for_backward(input, target, weight, output[1])
 
     @staticmethod
-    def backward(ctx, grad_output):
-        input, target, weight = ctx.saved_tensors
-        g = reduce_vjp(grad_output, ctx.reduction, input.numel())
-        d_input = _weighted((input - target).clamp(-ctx.delta, ctx.delta), weight) * g
-        return d_input, -d_input, None, None, None
+    def backward(ctx, grad_output, _):
+        input, target, weight, slope = ctx.saved_tensors
+        if grad_output is None:
+            return None, None, None, None, None
+        if torch.is_grad_enabled():  # recorded for a double backward: the slope as a function of the inputs
+            slope = (input - target).clamp(-ctx.delta, ctx.delta)
+        g = cotangent(grad_output, ctx.reduction, input.numel())
+        d_input = slope * (g if weight is None else g * weight)
+        return d_input, (-d_input if ctx.needs_input_grad[1] else None), None, None, None
 
 
 HuberLoss = module("huber_loss", "HuberLoss", huber_loss)
@@ -121,33 +146,52 @@ huber_loss_function = function("huber_loss", HuberLossFunction)
 
 # -- smooth_l1_loss --------------------------------------------------------------
 
-def smooth_l1_loss(input, target, reduction="mean", beta=1.0):
-    d = input - target
-    a = d.abs()
+def _smooth_l1(input, target, reduction, beta):
+    """The reduced loss and the slope (sign(d) at beta = 0, else clip(d, -beta, beta), to be
+    divided by beta): huber_loss(delta=beta) / beta, the 1/beta applied after the reduction."""
     if beta == 0:
-        return reduce(a, reduction)
-    return reduce(torch.where(a < beta, 0.5 * d * d / beta, a - 0.5 * beta), reduction)
+        d = input - target
+        return reduce(d.abs(), reduction), d.sign()
+    elementwise, slope = _clipped(input, target, beta)
+    out = reduce(elementwise, reduction)
+    return (out if beta == 1.0 else out / beta), slope
+
+
+def smooth_l1_loss(input, target, reduction="mean", beta=1.0):
+    if beta == 0:
+        return reduce((input - target).abs(), reduction)
+    return _smooth_l1(input, target, reduction, beta)[0]
 
 
 class SmoothL1LossFunction(torch.autograd.Function):
+    """Returns the slope beside the loss (``returns_residuals``), as ``HuberLossFunction``."""
+
     generate_vmap_rule = True
+    returns_residuals = True
 
     @staticmethod
     def forward(input, target, reduction, beta):
-        return smooth_l1_loss(input, target, reduction, beta)
+        return _smooth_l1(input, target, reduction, beta)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
         input, target, ctx.reduction, ctx.beta = inputs
-        ctx.save_for_backward(input, target)
+        ctx.mark_non_differentiable(output[1])
+        ctx.set_materialize_grads(False)
+        ctx.save_for_backward(input, target, output[1])
 
     @staticmethod
-    def backward(ctx, grad_output):
-        input, target = ctx.saved_tensors
-        g = reduce_vjp(grad_output, ctx.reduction, input.numel())
-        d = input - target
-        slope = torch.sign(d) if ctx.beta == 0 else (d / ctx.beta).clamp(-1.0, 1.0)
-        return slope * g, -slope * g, None, None
+    def backward(ctx, grad_output, _):
+        input, target, slope = ctx.saved_tensors
+        if grad_output is None:
+            return None, None, None, None
+        beta = ctx.beta
+        if torch.is_grad_enabled():  # recorded for a double backward: the slope as a function of the inputs
+            d = input - target
+            slope = d.sign() if beta == 0 else d.clamp(-beta, beta)
+        g = cotangent(grad_output, ctx.reduction, input.numel(), 1.0 if beta == 0 else 1.0 / beta)
+        d_input = slope * g
+        return d_input, (-d_input if ctx.needs_input_grad[1] else None), None, None
 
 
 SmoothL1Loss = module("smooth_l1_loss", "SmoothL1Loss", smooth_l1_loss)
@@ -164,40 +208,60 @@ def _stirling(target):
     return torch.where(target > 1, safe * torch.log(safe) - safe + 0.5 * (_LOG_2PI + torch.log(safe)), 0.0)
 
 
-def poisson_nll_loss(input, target, log_input=True, full=False, eps=1e-8, reduction="mean"):
+def _poisson_elementwise(input, target, log_input, eps):
+    """The per-element loss without the Stirling term, and exp(input) (None unless log_input)."""
     if log_input:
-        elementwise = torch.exp(input) - target * input
-    else:
-        elementwise = input - target * torch.log(input + eps)
+        rate = torch.exp(input)
+        return torch.addcmul(rate, target, input, value=-1.0), rate  # exp(x) - t x in one pass
+    return input - target * torch.log(input + eps), None
+
+
+def poisson_nll_loss(input, target, log_input=True, full=False, eps=1e-8, reduction="mean"):
+    elementwise = _poisson_elementwise(input, target, log_input, eps)[0]
     if full:
         elementwise = elementwise + _stirling(target)
     return reduce(elementwise, reduction)
 
 
 class PoissonNLLLossFunction(torch.autograd.Function):
+    """Returns exp(input) beside the loss (``returns_residuals``): the backward reuses it."""
+
     generate_vmap_rule = True
+    returns_residuals = True
 
     @staticmethod
     def forward(input, target, log_input, full, eps, reduction):
-        return poisson_nll_loss(input, target, log_input, full, eps, reduction)
+        elementwise, rate = _poisson_elementwise(input, target, log_input, eps)
+        if full:
+            elementwise = elementwise + _stirling(target)
+        return reduce(elementwise, reduction), rate
 
     @staticmethod
     def setup_context(ctx, inputs, output):
         input, target, ctx.log_input, ctx.full, ctx.eps, ctx.reduction = inputs
-        ctx.save_for_backward(input, target)
+        rate = output[1]
+        if rate is not None:
+            ctx.mark_non_differentiable(rate)
+        ctx.set_materialize_grads(False)
+        ctx.save_for_backward(input, target, rate)
 
     @staticmethod
-    def backward(ctx, grad_output):
-        input, target = ctx.saved_tensors
-        g = reduce_vjp(grad_output, ctx.reduction, input.numel())
+    def backward(ctx, grad_output, _):
+        input, target, rate = ctx.saved_tensors
+        if grad_output is None:
+            return None, None, None, None, None, None
+        g = cotangent(grad_output, ctx.reduction, input.numel())
         if ctx.log_input:
-            d_input, d_target = torch.exp(input) - target, -input
+            if torch.is_grad_enabled():  # recorded for a double backward: exp(input) as a function of input
+                rate = torch.exp(input)
+            d_input, d_target = rate - target, -input
         else:
             d_input, d_target = 1.0 - target / (input + ctx.eps), -torch.log(input + ctx.eps)
         if ctx.full:
             safe = torch.where(target > 1, target, 2.0)
             d_target = d_target + torch.where(target > 1, torch.log(safe) + 0.5 / safe, 0.0)
-        return d_input * g, d_target * g, None, None, None, None
+        return (scaled(d_input, g) if ctx.needs_input_grad[0] else None,
+                scaled(d_target, g) if ctx.needs_input_grad[1] else None, None, None, None, None)
 
 
 PoissonNLLLoss = module("poisson_nll_loss", "PoissonNLLLoss", poisson_nll_loss)
@@ -223,35 +287,54 @@ def _clamped(var, input, eps):
 
 def gaussian_nll_loss(input, target, var, full=False, eps=1e-6, reduction="mean"):
     var = _clamped(var, input, eps)
-    elementwise = 0.5 * (torch.log(var) + (input - target) ** 2 / var)
+    d = input - target
+    elementwise = 0.5 * (torch.log(var) + d * d / var)
     if full:
         elementwise = elementwise + 0.5 * _LOG_2PI
     return reduce(elementwise, reduction)
 
 
 class GaussianNLLLossFunction(torch.autograd.Function):
+    """Returns u = (input - target) / v and v, the clamped variance, beside the loss
+    (``returns_residuals``): the backward is u g and (1/v - u^2) g / 2."""
+
     generate_vmap_rule = True
+    returns_residuals = True
 
     @staticmethod
     def forward(input, target, var, full, eps, reduction):
-        return gaussian_nll_loss(input, target, var, full, eps, reduction)
+        v = _homoscedastic_view(var, input).clamp_min(eps)
+        d = input - target
+        u = d / v
+        elementwise = torch.addcmul(torch.log(v), u, d)  # log v + d^2 / v
+        if full:
+            elementwise = elementwise + _LOG_2PI
+        return 0.5 * reduce(elementwise, reduction), u, v
 
     @staticmethod
     def setup_context(ctx, inputs, output):
         input, target, var, ctx.full, ctx.eps, ctx.reduction = inputs
         ctx.var_shape = var.shape
-        ctx.save_for_backward(input, target, var)
+        ctx.mark_non_differentiable(*output[1:])
+        ctx.set_materialize_grads(False)
+        ctx.save_for_backward(input, target, var, *output[1:])
 
     @staticmethod
-    def backward(ctx, grad_output):
-        input, target, var = ctx.saved_tensors
-        v = _clamped(var, input, ctx.eps)
-        g = reduce_vjp(grad_output, ctx.reduction, input.numel())
-        d = input - target
-        d_input = (d / v * g).expand(input.shape)
-        d_var = (0.5 * (1.0 / v - d * d / (v * v)) * g).expand(input.shape)
-        d_var = d_var.sum_to_size(_homoscedastic_view(var, input).shape).reshape(ctx.var_shape)
-        return d_input, -d_input, d_var, None, None, None
+    def backward(ctx, grad_output, *_):
+        input, target, var, u, v = ctx.saved_tensors
+        if grad_output is None:
+            return None, None, None, None, None, None
+        if torch.is_grad_enabled():  # recorded for a double backward: u and v as functions of the inputs
+            v = _clamped(var, input, ctx.eps)
+            u = (input - target) / v
+        g = cotangent(grad_output, ctx.reduction, input.numel())
+        d_input = (u * g).expand(input.shape)
+        d_var = None
+        if ctx.needs_input_grad[2]:
+            d_var = torch.addcmul(torch.reciprocal(v), u, u, value=-1.0)
+            d_var = scaled(d_var, 0.5 * g).expand(input.shape)
+            d_var = d_var.sum_to_size(_homoscedastic_view(var, input).shape).reshape(ctx.var_shape)
+        return d_input, (-d_input if ctx.needs_input_grad[1] else None), d_var, None, None, None
 
 
 GaussianNLLLoss = module("gaussian_nll_loss", "GaussianNLLLoss", gaussian_nll_loss)

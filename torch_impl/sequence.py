@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from reference.reductions import reduce, reduce_vjp
-from .core import builtin, function, module
+from .core import builtin, function, module, one_hot
 
 NEG_INF = float("-inf")
 
@@ -174,8 +174,8 @@ class CTCLossFunction(torch.autograd.Function):
         feasible = torch.isfinite(nll)
         log_occupancy = alphas + beta(em, skip, il, tl) + torch.where(feasible, nll, 0.0)[:, None]
         occupancy = torch.exp(log_occupancy)  # 0 where t >= T_n or no alignment exists
-        one_hot = F.one_hot(ext, log_probs.shape[-1]).to(occupancy.dtype)
-        per_class = torch.einsum("tns,nsc->tnc", occupancy, one_hot)
+        one_hot_ext = one_hot(ext, log_probs.shape[-1], occupancy.dtype)
+        per_class = torch.einsum("tns,nsc->tnc", occupancy, one_hot_ext)
         grad = -per_class * sample_weights(grad_output, ctx.reduction, tl)[None, :, None]
         return (grad[:, 0] if log_probs.ndim == 2 else grad), None, None, None, None, None, None
 
