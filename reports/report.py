@@ -17,6 +17,7 @@ import math
 import os
 import platform
 import re
+import sys
 import tempfile
 import time
 import warnings
@@ -166,14 +167,20 @@ def registered_variants(name: str, variants) -> tuple[list[str], list[dict]]:
     return have, skipped
 
 
-def run_loss(name: str, variants=None, dtypes=None, seed: int = 0, with_reference: bool = True) -> LossRun:
-    """Every cell of one loss (CPU, and CUDA where a device exists), plus its reference rows."""
+def run_loss(name: str, variants=None, dtypes=None, seed: int = 0, with_reference: bool = True,
+             devices=None) -> LossRun:
+    """Every cell of one loss, plus its reference rows. ``devices`` None: the CPU, and CUDA where
+    a device exists; a list (``["cuda"]``): those, each framework that lacks one listed as skipped."""
     start = time.perf_counter()
     run = LossRun(name)
     spec = reference.get(name)
     variants = list(matrix.VARIANTS if variants is None else variants)
     have, run.skipped = registered_variants(name, variants)
-    cells = [c for c in matrix.cells([name], have, dtypes, devices=matrix.DEVICES)
+    if devices is not None:
+        for framework in dict.fromkeys(matrix.FRAMEWORK_OF[v] for v in have):
+            run.skipped += [{"loss": name, "what": f"{framework} on {device}", "reason": f"no {device} device"}
+                            for device in devices if not matrix.device_available(framework, device)]
+    cells = [c for c in matrix.cells([name], have, dtypes, devices=matrix.DEVICES if devices is None else devices)
              if matrix.device_available(c.framework, c.device)] if have else []
     for cell in cells:
         row, detail = run_one(cell, seed)
@@ -244,10 +251,10 @@ def _run_loss_in_worker(name, *args) -> LossRun:
 
 
 def run_parity(losses, variants=None, dtypes=None, seed: int = 0, with_reference: bool = True, jobs: int = 1,
-               progress=None) -> list[LossRun]:
+               progress=None, devices=None) -> list[LossRun]:
     """``run_loss`` over ``losses``, in ``jobs`` processes when more than one."""
     progress = progress or (lambda run: None)
-    args = (variants, dtypes, seed, with_reference)
+    args = (variants, dtypes, seed, with_reference, devices)
     runs = []
     if jobs > 1 and len(losses) > 1:
         with ProcessPoolExecutor(max_workers=min(jobs, len(losses)), mp_context=get_context("spawn"),
@@ -319,8 +326,15 @@ def timings_frame(rows: list[dict]) -> pd.DataFrame:
             .drop(columns="_v").reset_index(drop=True))
 
 
+# Columns written exactly (the shortest repr that reads back the same float), not to FLOAT_FORMAT's
+# four digits: a tolerance such as float16's rtol 2^-8 must read back as itself.
+EXACT_COLUMNS = ("rtol", "atol")
+
+
 def write_csv(df: pd.DataFrame, path: Path) -> None:
-    atomic_write(path, df.to_csv(index=False, float_format=FLOAT_FORMAT, na_rep="", lineterminator="\n"))
+    exact = {c: df[c].map(lambda v: "" if pd.isna(v) else repr(float(v))) for c in EXACT_COLUMNS if c in df}
+    atomic_write(path, df.assign(**exact).to_csv(index=False, float_format=FLOAT_FORMAT, na_rep="",
+                                                 lineterminator="\n"))
 
 
 def atomic_write(path: Path, text: str) -> None:
@@ -357,27 +371,125 @@ class Report:
     failures: dict          # loss -> list of {"id", "status", "detail"}
     skipped: list           # {"loss", "what", "reason"}
     settings: dict
+    training: object = None  # reports.training.TrainingResult, or None when it was not run
+
+
+class Progress:
+    """The progress of the report's long phases (parity cells, timings, training, pictures).
+
+    On a terminal (``stream.isatty()``) a bar is redrawn in place on ``stream`` and the log
+    lines print above it; elsewhere (a pipe, a CI log, a file) each update is one plain line
+    given to ``log``. Only the standard library: no new dependency."""
+
+    def __init__(self, stream=None, log=None, tty: bool | None = None, width: int = 28):
+        self.stream = stream
+        self.tty = bool(stream is not None and stream.isatty()) if tty is None else tty
+        self._log = log or (lambda msg: print(msg, file=stream or sys.stdout, flush=True))
+        self.width = width
+        self.name, self.total, self.unit, self.done, self.start, self._drawn = "", 0, "", 0, 0.0, False
+
+    def phase(self, name: str, total: int, unit: str) -> None:
+        self.close()
+        self.name, self.total, self.unit, self.done, self.start = name, max(0, int(total)), unit, 0, time.perf_counter()
+        if self.tty:
+            self._draw()
+
+    def log(self, msg: str) -> None:
+        if self.tty:
+            self._clear()
+            print(msg, file=self.stream, flush=True)
+            if self.name:
+                self._draw()
+        else:
+            self._log(msg)
+
+    def advance(self, n: int = 1, note: str = "") -> None:
+        before, self.done = self.done, self.done + n
+        if self.tty:
+            if note:
+                self.log(note)  # which draws the bar again below the line
+            else:
+                self._draw()
+        elif note or self.done >= self.total or self._tenths(before) != self._tenths(self.done):
+            self._log(f"{self.status()}  {note}".rstrip())  # without a note: every tenth of the way
+
+    def _tenths(self, done: int) -> int:
+        return 10 * done // self.total if self.total else 0
+
+    def status(self) -> str:
+        elapsed = time.perf_counter() - self.start
+        done, total = min(self.done, self.total), self.total
+        text = f"{self.name} {done}/{total} {self.unit}"
+        if total:
+            text += f" {100 * done / total:3.0f}%"
+        text += f" {_clock(elapsed)}"
+        if 0 < done < total:
+            text += f", ~{_clock(elapsed / done * (total - done))} left"
+        return text
+
+    def close(self) -> None:
+        if self.tty and self._drawn:
+            self._clear()
+        self.name = ""
+
+    def _draw(self) -> None:
+        filled = int(self.width * min(self.done, self.total) / self.total) if self.total else 0
+        bar = "#" * filled + "-" * (self.width - filled)
+        self.stream.write(f"\r\x1b[2K[{bar}] {self.status()}")
+        self.stream.flush()
+        self._drawn = True
+
+    def _clear(self) -> None:
+        self.stream.write("\r\x1b[2K")
+        self.stream.flush()
+        self._drawn = False
+
+
+def _clock(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return f"{seconds // 60}:{seconds % 60:02d}" if seconds < 3600 else f"{seconds // 3600}h{seconds % 3600 // 60:02d}"
+
+
+def _parity_units(losses, impl_variants, dtypes, devices, with_reference: bool) -> int:
+    """How many parity.csv rows the parity phase will make (the progress bar's total)."""
+    devs = [d for d in (matrix.DEVICES if devices is None else devices)
+            if any(matrix.device_available(f, d) for f in matrix.FRAMEWORKS)]
+    total = sum(1 for c in matrix.cells(losses, impl_variants or None, dtypes, devices=devs)
+                if matrix.device_available(c.framework, c.device))
+    if with_reference:
+        total += sum(len(reference.get(n).case_reductions(c)) for n in losses for c in reference.get(n).cases)
+    return total
 
 
 def build(losses=None, variants=None, dtypes=None, seed: int = 0, quick: bool = False, jobs: int | None = None,
-          with_timings: bool = True, log=print) -> Report:
-    """Run the parity matrix (and the reference against finite differences) and the timings."""
+          with_timings: bool = True, log=print, devices=None, with_training: bool = True,
+          progress: Progress | None = None) -> Report:
+    """Run the parity matrix (and the reference against finite differences), the timings and the
+    training-level parity (``reports.training``: 2 epochs under ``quick``, else the full run).
+
+    ``devices`` None runs on the CPU and on CUDA where present; a list limits the parity cells
+    and the timings to those devices (the training runs on the CPU). ``progress`` shows each
+    phase's progress (default: plain lines through ``log``)."""
+    bar = progress or Progress(log=log)
     losses = sorted(losses or reference.names())
     with_reference = variants is None or "reference" in variants
     impl_variants = None if variants is None else [v for v in variants if v != "reference"]
     jobs = auto_jobs(losses, impl_variants, dtypes) if jobs is None else max(1, jobs)
-    log(f"parity: {len(losses)} losses, {'1 process' if jobs == 1 else f'{jobs} processes'}")
+    bar.log(f"parity: {len(losses)} losses, {'1 process' if jobs == 1 else f'{jobs} processes'}")
     width = max(map(len, losses)) if losses else 0
 
-    def progress(run: LossRun):
+    def on_loss(run: LossRun):
         counts = pd.Series([r["status"] for r in run.rows], dtype=object).value_counts()
         summary = ", ".join(f"{counts[s]} {s}" for s in ("passed", "failed", "error", "xfail", "xpass") if s in counts)
         note = f"; skipped {', '.join(s['what'] for s in run.skipped)}" if run.skipped else ""
-        log(f"  {run.loss:<{width}}  {len(run.rows):4d} rows: {summary or 'nothing run'}{note}  ({run.seconds:.1f} s)")
+        bar.advance(len(run.rows), f"  {run.loss:<{width}}  {len(run.rows):4d} rows: {summary or 'nothing run'}"
+                                   f"{note}  ({run.seconds:.1f} s)")
 
     start = time.perf_counter()
-    runs = run_parity(losses, impl_variants, dtypes, seed, with_reference, jobs, progress)
-    log(f"parity: {time.perf_counter() - start:.1f} s")
+    bar.phase("parity", _parity_units(losses, impl_variants, dtypes, devices, with_reference), "cells")
+    runs = run_parity(losses, impl_variants, dtypes, seed, with_reference, jobs, on_loss, devices)
+    bar.close()
+    bar.log(f"parity: {time.perf_counter() - start:.1f} s")
     rows, failures, skipped = [], {}, []
     for run in runs:
         rows += run.rows
@@ -390,16 +502,50 @@ def build(losses=None, variants=None, dtypes=None, seed: int = 0, quick: bool = 
         timings_load = _load()
         start, cpu = time.perf_counter(), time.process_time()
         budget = timing.QUICK if quick else timing.NORMAL
-        log(f"timings: {len(losses)} losses, float32, {'quick' if quick else 'moderate'} sizes")
+        bar.log(f"timings: {len(losses)} losses, float32, {'quick' if quick else 'moderate'} sizes")
+        bar.phase("timings", len(losses), "losses")
         for name in losses:
-            t_rows, t_skipped = timing.time_loss(name, impl_variants, budget, seed)
+            t_rows, t_skipped = timing.time_loss(name, impl_variants, budget, seed, devices=devices)
             timing_rows += t_rows
             skipped += t_skipped  # unregistered variants are not timed; the parity phase listed them already
-        log(f"timings: {time.perf_counter() - start:.1f} s ({time.process_time() - cpu:.1f} s of CPU)")
+            bar.advance(1, "" if bar.tty else name)
+        bar.close()
+        bar.log(f"timings: {time.perf_counter() - start:.1f} s ({time.process_time() - cpu:.1f} s of CPU)")
+    trained = run_training(quick, seed, bar) if with_training else None
     settings = {"seed": seed, "quick": quick, "dtypes": list(dtypes or matrix.DTYPES), "load": timings_load,
                 "variants": list(variants or VARIANT_ORDER),
-                "devices": [d for d in matrix.DEVICES if any(matrix.device_available(f, d) for f in ("torch", "jax"))]}
-    return Report(losses, parity_frame(rows), timings_frame(timing_rows), failures, skipped, settings)
+                "devices": [d for d in (matrix.DEVICES if devices is None else devices)
+                            if any(matrix.device_available(f, d) for f in ("torch", "jax"))]}
+    return Report(losses, parity_frame(rows), timings_frame(timing_rows), failures, skipped, settings, trained)
+
+
+TRAINING_QUICK_EPOCHS = 2
+
+
+def run_training(quick: bool, seed: int = 0, bar: Progress | None = None):
+    """The training-level parity of ``reports.training`` (float64, and float32 for information;
+    ``quick``: 2 epochs in float64 only). None, with a log line, when scikit-learn is missing."""
+    bar = bar or Progress()
+    try:
+        from . import training
+    except ImportError as e:  # pragma: no cover - scikit-learn is in the test extra
+        bar.log(f"training: skipped ({e})")
+        return None
+    dtypes = (training.PARITY_DTYPE,) if quick else (training.PARITY_DTYPE, "float32")
+    epochs = TRAINING_QUICK_EPOCHS if quick else training.EPOCHS
+    bar.log(f"training: LeNet-style CNN on the 8x8 digits, {epochs} epochs, {', '.join(dtypes)}")
+    start = time.perf_counter()
+    bar.phase("training", len(dtypes) * (len(training.TORCH_VARIANTS) + len(training.JAX_VARIANTS)), "runs")
+    try:
+        result = training.run(epochs=epochs, seed=seed, dtypes=dtypes, log=lambda msg: bar.advance(1, msg))
+    except ImportError as e:  # pragma: no cover - scikit-learn is in the test extra
+        bar.close()
+        bar.log(f"training: skipped ({e})")
+        return None
+    bar.close()
+    bar.log(f"training: {time.perf_counter() - start:.1f} s; "
+            f"{'within' if result.passed else 'OUTSIDE'} the tolerance {training.TOLERANCE:g}")
+    return result
 
 
 def _load() -> tuple[int, float] | None:
@@ -409,6 +555,24 @@ def _load() -> tuple[int, float] | None:
         return os.cpu_count() or 1, os.getloadavg()[0]
     except OSError:
         return None
+
+
+def per_loss_frame(report: Report) -> pd.DataFrame:
+    """One row per loss: its cells by status, the reference against finite differences, the
+    worst gradient error over its tolerance (``lossparity report --format csv|json``)."""
+    parity, rows = report.parity, []
+    for name in report.losses:
+        sub = parity[(parity["loss"] == name) & (parity["variant"] != "reference")] if len(parity) else parity
+        ref = parity[(parity["loss"] == name) & (parity["variant"] == "reference")] if len(parity) else parity
+        st = sub["status"].value_counts() if len(sub) else pd.Series(dtype=int)
+        worst = float(sub["grad_tol_ratio"].max()) if len(sub) else math.nan
+        rows.append({"loss": name, "family": reference.get(name).family, "cells": len(sub),
+                     "passed": int(st.get("passed", 0)), "failed": int(st.get("failed", 0) + st.get("error", 0)),
+                     "xfail": int(st.get("xfail", 0)), "xpass": int(st.get("xpass", 0)),
+                     "reference_passed": int((ref["status"] == "passed").sum()) if len(ref) else 0,
+                     "reference_run": len(ref), "worst_grad_err_over_tol": round(worst, 6) if worst == worst else None})
+    return pd.DataFrame(rows, columns=["loss", "family", "cells", "passed", "failed", "xfail", "xpass",
+                                       "reference_passed", "reference_run", "worst_grad_err_over_tol"])
 
 
 def counts(parity: pd.DataFrame) -> dict:
@@ -421,19 +585,103 @@ def counts(parity: pd.DataFrame) -> dict:
             "reference": len(ref), "reference_passed": int((ref["status"] == "passed").sum())}
 
 
-def write(report: Report, out: Path, log=print) -> list[Path]:
-    """Write parity.csv, timings.csv, REPORT.md and losses/<name>.md into ``out``."""
+def write(report: Report, out: Path, log=print, progress: Progress | None = None, with_pictures: bool = True
+          ) -> list[Path]:
+    """Write parity.csv, timings.csv, training.csv (when the training ran), the pictures
+    (``figures/*.png``, unless ``with_pictures`` is false), REPORT.md and losses/<name>.md into ``out``."""
     out = Path(out)
-    written = [out / "parity.csv", out / "timings.csv", out / "REPORT.md"]
+    written = [out / "parity.csv", out / "timings.csv"]
     write_csv(report.parity, written[0])
     write_csv(report.timings, written[1])
-    atomic_write(written[2], render(report_page(report), "markdown"))
+    if report.training is not None:
+        written.append(out / "training.csv")
+        atomic_write(written[-1], report.training.curves.to_csv(index=False, float_format="%.10g", na_rep="",
+                                                                lineterminator="\n"))
+    if with_pictures:
+        pictures = draw_pictures(report, out, progress or Progress(log=log))
+    else:
+        pictures = Pictures(notes=dict.fromkeys(("parity", "timings", "scaling", "training"), "--no-pictures"))
+        pictures.scaling_source = _scaling_frame(report, out)[1]
+    written += [out / p for p in pictures.files.values()]
+    written.append(out / "REPORT.md")
+    atomic_write(written[-1], render(report_page(report, pictures), "markdown"))
     for name in report.losses:
         path = out / "losses" / f"{name}.md"
         atomic_write(path, render(loss_page(name, report.parity, report.timings, report.failures.get(name, []),
-                                            [s for s in report.skipped if s["loss"] == name]), "markdown"))
+                                            [s for s in report.skipped if s["loss"] == name],
+                                            pictures=pictures.for_loss(name)), "markdown"))
         written.append(path)
     return written
+
+
+# -- the pictures ------------------------------------------------------------------------------
+
+FIGURES = "figures"  # the pictures' folder, inside the report's folder
+
+
+@dataclass
+class Pictures:
+    """The PNGs drawn for a report: ``files`` maps a key (``"parity"``, ``"timings"``,
+    ``"scaling"``, ``"training"``, ``("parity", loss)``, ``("scaling", loss)``) to the path
+    relative to the report's folder; ``notes`` says why a picture is missing."""
+
+    files: dict = field(default_factory=dict)
+    notes: dict = field(default_factory=dict)
+    scaling_source: str = ""
+
+    def for_loss(self, name: str) -> dict:
+        return {kind: "../" + self.files[(kind, name)] for kind in ("parity", "scaling") if (kind, name) in self.files}
+
+
+def _scaling_frame(report: Report, out: Path) -> tuple[pd.DataFrame | None, str]:
+    """The size sweep: the report's own (``report.scaling``) or ``scaling.csv`` in ``out``."""
+    df = getattr(report, "scaling", None)
+    if isinstance(df, pd.DataFrame) and not df.empty:
+        return df, "this run's size sweep"
+    path = out / "scaling.csv"
+    if path.exists():
+        return pd.read_csv(path), "`scaling.csv` found in the report's folder"
+    return None, ""
+
+
+def draw_pictures(report: Report, out: Path, bar: Progress | None = None) -> Pictures:
+    """Every picture of the report; a picture that cannot be drawn is noted, never raised."""
+    from . import plots
+    bar = bar or Progress()
+    pics = Pictures()
+    if not plots.available():
+        for key in ("parity", "timings", "scaling", "training"):
+            pics.notes[key] = "matplotlib is not installed (`pip install matplotlib`)"
+        return pics
+    scaling, pics.scaling_source = _scaling_frame(report, out)
+    jobs = [("parity", lambda p: plots.parity_heatmap(report.parity, p, "float32", matrix.TOLERANCES["float32"][0]),
+             "parity_float32.png"),
+            ("timings", lambda p: plots.timing_ratios(report.timings, p), "timing_ratios.png"),
+            ("scaling", lambda p: plots.scaling(scaling, p), "scaling.png"),
+            ("training", lambda p: plots.training_curves(report.training.curves, p, report.training.settings["tolerance"],
+                                                         report.training.settings["parity_dtype"])
+             if report.training is not None else None, "training.png")]
+    swept = set(scaling["loss"]) if scaling is not None and "loss" in scaling else set()
+    for name in report.losses:
+        jobs.append((("parity", name), lambda p, n=name: plots.loss_heatmap(n, report.parity, p), f"parity_{name}.png"))
+        if name in swept:
+            jobs.append((("scaling", name), lambda p, n=name: plots.scaling(scaling, p, losses=[n]),
+                         f"scaling_{name}.png"))
+    bar.phase("pictures", len(jobs), "PNGs")
+    start = time.perf_counter()
+    for key, draw, filename in jobs:
+        try:
+            if draw(out / FIGURES / filename) is not None:
+                pics.files[key] = f"{FIGURES}/{filename}"
+            else:
+                pics.notes[key] = "nothing to draw"
+        except Exception as e:
+            pics.notes[key] = f"the picture failed: {_error_text(e)}"
+            bar.log(f"pictures: {key}: {pics.notes[key]}")
+        bar.advance(1)
+    bar.close()
+    bar.log(f"pictures: {len(pics.files)} PNGs in {time.perf_counter() - start:.1f} s")
+    return pics
 
 
 # -- documents: a list of blocks rendered as markdown or as plain text ----------------------
@@ -452,6 +700,16 @@ def table(rows, headers):
 
 def code(text: str, lang: str = ""):
     return ("code", text, lang)
+
+
+def image(alt: str, path: str):
+    """A picture (markdown only: the text format leaves it out)."""
+    return ("image", alt, path)
+
+
+def details(summary: str, blocks: list):
+    """Blocks folded under a one-line summary (HTML ``<details>`` in markdown; plain in text)."""
+    return ("details", summary, blocks)
 
 
 def render(blocks: list, fmt: str = "markdown") -> str:
@@ -484,7 +742,23 @@ def render(blocks: list, fmt: str = "markdown") -> str:
                 out.append(f"```{lang}\n{text.rstrip()}\n```")
             else:
                 out.append("\n".join("    " + line if line else "" for line in text.rstrip().splitlines()))
+        elif kind == "image":
+            _, alt, path = block
+            if fmt == "markdown":
+                out.append(f"![{alt}]({path})")
+        elif kind == "details":
+            _, summary, inner = block
+            body = render(inner, fmt).rstrip("\n")
+            if fmt == "markdown":
+                out.append(f"<details>\n<summary>{summary}</summary>\n\n{body}\n\n</details>")
+            else:
+                out.append(f"{_plain(summary)}:\n\n{body}")
     return "\n\n".join(out) + "\n"
+
+
+def _md_text(text: str) -> str:
+    """Plain text (a spec's sentence) safe in markdown: a ``*`` is not emphasis."""
+    return str(text).replace("*", "\\*")
 
 
 def _md_cell(value) -> str:
@@ -513,7 +787,9 @@ def rst_to_markdown(doc: str) -> str:
                     break
                 body.append(lines[i].strip())
                 i += 1
-            out += ["$$", "\n".join(b for b in body if b), "$$"]
+            # One line: inside a multi-line $$ block a line that starts with "+" or "-" would
+            # be read as a list item, and "\," as an escaped comma, before the math is seen.
+            out += ["", "$$ " + " ".join(b for b in body if b) + " $$", ""]
             continue
         line = re.sub(r":math:`([^`]+)`", r"$\1$", line)
         line = re.sub(r"``([^`]+)``", r"`\1`", line)
@@ -572,14 +848,23 @@ def worst_cells(parity: pd.DataFrame, n: int = 10) -> pd.DataFrame:
 
 
 def _worst_rows(df: pd.DataFrame, link: bool = True) -> list:
-    return [[f"[{r.loss}](losses/{r.loss}.md)" if link else r.loss, r.case, r.reduction, f"{r.framework}.{r.variant}",
-             r.dtype, r.device, _fmt(r.grad_tol_ratio), _fmt(r.grad_abs_err), _fmt(r.atol), _fmt(r.grad_rel_err),
-             _fmt(r.rtol), r.status + (f" ({_one_line(r.error, 80)})" if r.error else "")]
+    """The worst cells' rows (``WORST_HEADERS``); ``link`` False (a loss's own page) leaves the
+    loss column out. Each error stands with its tolerance in one cell, "8.4e-6 (1e-5)", and the
+    device in the implementation's, so that the table fits a page without wrapping numbers."""
+    return [([f"[{r.loss}](losses/{r.loss}.md)"] if link else []) +
+            [r.case, r.reduction, f"{r.framework}.{r.variant} {r.dtype} {r.device}", _fmt(r.grad_tol_ratio),
+             f"{_sci(r.grad_abs_err)} ({_sci(r.atol)})", f"{_sci(r.grad_rel_err)} ({_sci(r.rtol)})",
+             r.status + (f" ({_one_line(r.error, 80)})" if r.error else "")]
             for r in df.itertuples()]
 
 
-WORST_HEADERS = ["loss", "case", "reduction", "implementation", "dtype", "device", "err / tol", "grad abs err",
-                 "atol", "grad rel err", "rtol", "status"]
+def _sci(x) -> str:
+    """A short number: 8.44e-06 as 8.44e-6."""
+    return re.sub(r"e([+-])0*(\d)", lambda m: "e" + ("-" if m.group(1) == "-" else "") + m.group(2), _fmt(x))
+
+
+WORST_HEADERS = ["loss", "case", "reduction", "implementation, dtype, device", "err / tol", "grad abs err (atol)",
+                 "grad rel err (rtol)", "status"]
 
 
 def _timing_rows(df: pd.DataFrame, with_loss: bool = True) -> list:
@@ -599,18 +884,29 @@ TIMING_NOTE = ("float32, the default case, `reduction=\"mean\"`, milliseconds. M
                "`torch.utils.benchmark.Timer.blocked_autorange` (all of torch's threads) after a warm-up; JAX "
                "by blocks of calls to what `jax.jit(...).lower(...).compile()` returned, after a warm-up, each "
                "call ending in `block_until_ready`. `compile ms` is that `.lower(...).compile()` (tracing "
-               "included) for the forward+backward, measured apart from the runs. `ratio` is our fwd+bwd over "
-               "the built-in's.")
+               "included) for the forward+backward, measured apart from the runs; on a torch `module` row it is "
+               "`torch.compile` of the module (the first compiled fwd+bwd less the later ones' median; "
+               "timings.csv has the compiled fwd+bwd in `compiled_fwd_bwd_ms`). `ratio` is our fwd+bwd over "
+               "the built-in's. timings.csv also holds each median's spread (`*_iqr_ms`), the peak memory "
+               "(`peak_bytes`, `memory_source`), the bytes moved and GB/s beside a copy of the same bytes "
+               "(`gbps`, `copy_gbps`), and the machine (`cpu_model`, `threads`, `gpu`); see reports/timing.py.")
 
 
-def report_page(report: Report) -> list:
+def report_page(report: Report, pictures: Pictures | None = None) -> list:
     parity, timings = report.parity, report.timings
+    pictures = pictures or Pictures()
     c = counts(parity) if not parity.empty else counts(pd.DataFrame(columns=PARITY_COLUMNS))
     s = report.settings
+    files = ["[parity.csv](parity.csv)", "[timings.csv](timings.csv)"]
+    if report.training is not None:
+        files.append("[training.csv](training.csv)")
+    if pictures.scaling_source:
+        files.append("[scaling.csv](scaling.csv)")
     blocks = [heading(1, "lossparity report"),
               para(f"Seed {s['seed']}{' (quick)' if s['quick'] else ''}; dtypes {', '.join(s['dtypes'])}; "
                    f"implementations {', '.join(s['variants'])}; devices {', '.join(s['devices'])}. "
-                   f"{_versions()}. Files: [parity.csv](parity.csv), [timings.csv](timings.csv).")]
+                   f"{_versions()}. Files: {', '.join(files)}."),
+              para("")]  # the contents, filled in at the end
 
     blocks.append(heading(2, "Summary"))
     n_skipped_losses = len({k["loss"] for k in report.skipped if k["what"] != "timings"})
@@ -635,6 +931,20 @@ def report_page(report: Report) -> list:
                     "|actual - expected| <= atol + rtol * |expected| (torch.testing's defaults per dtype); "
                     "`err / tol` is the largest ratio of the two sides, so 1 is the edge."),
                table(tol_rows, ["dtype", "rtol", "atol"])]
+
+    blocks.append(heading(3, "Parity at a glance"))
+    if "parity" in pictures.files:
+        rtol = _fmt(matrix.TOLERANCES["float32"][0])
+        blocks += [para(f"The worst relative gradient error of each loss and implementation over its float32 cells "
+                        f"(every case and reduction), on a log scale; the red mark on the colour bar is float32's "
+                        f"rtol ({rtol}). A cell above it still passes where its error is within atol: the relative "
+                        "error is unbounded where the expected gradient is about zero (a saturated loss), which is "
+                        "why the matrix judges `err / tol`. A red cross marks a loss and implementation with a "
+                        "failed cell; each loss's page has the cell-by-cell picture."),
+                   image("worst relative gradient error, loss by implementation, float32", pictures.files["parity"])]
+    else:
+        blocks.append(para(f"No picture: {pictures.notes.get('parity', 'not drawn')}"
+                           + (" (this run has no float32 cells)." if "float32" not in s["dtypes"] else ".")))
 
     if c["cells"]:
         blocks += [heading(3, "Worst cells by gradient error"),
@@ -682,7 +992,104 @@ def report_page(report: Report) -> list:
             note += (f" The machine had {cpus} CPUs and a load average of {load:.1f} when the timings started"
                      + ("; other processes shared the cores, so read the numbers as rough." if load > 0.5 * cpus
                         else "."))
-        blocks += [para(note), table(_timing_rows(timings), ["loss"] + TIMING_HEADERS)]
+        blocks.append(para(note))
+        if "timings" in pictures.files:
+            blocks += [para("Each implementation's forward + backward time over its framework's built-in (losses "
+                            "without a built-in are left out); left of 1 is faster. The legend gives each "
+                            "implementation's median over the losses."),
+                       image("forward + backward time over the built-in's, per loss", pictures.files["timings"])]
+        blocks.append(details(f"All {len(timings)} timings (table)",
+                              [table(_timing_rows(timings), ["loss"] + TIMING_HEADERS)]))
+
+    blocks += scaling_blocks(pictures)
+    blocks += training_blocks(report.training, pictures)
+    present = [b[2] for b in blocks if b[0] == "heading" and b[2] in REPORT_SECTIONS]
+    blocks[2] = para("Contents: " + " · ".join(f"[{title}](#{_anchor(title)})" for title in present))
+    return blocks
+
+
+REPORT_SECTIONS = ("Summary", "Parity at a glance", "Worst cells by gradient error", "Failures", "Skipped",
+                   "Catalogue", "Timings", "Time against problem size", "Training-level parity")
+
+
+def _anchor(title: str) -> str:
+    """The anchor GitHub (and pandoc's gfm) gives a heading: lower case, punctuation dropped,
+    spaces as hyphens."""
+    return re.sub(r"[^a-z0-9 _-]", "", title.lower()).replace(" ", "-")
+
+
+def scaling_blocks(pictures: Pictures) -> list:
+    blocks = [heading(2, "Time against problem size")]
+    if "scaling" in pictures.files:
+        blocks += [para(f"From {pictures.scaling_source}: forward + backward milliseconds (float32, the default "
+                        "case, `reduction=\"mean\"`) against the elements of the first input, log-log, for the "
+                        "swept losses; for `cross_entropy` also against the class count at a fixed number of rows. "
+                        "Built-ins dashed (torch) and dotted (JAX)."),
+                   image("time against problem size", pictures.files["scaling"])]
+    elif pictures.scaling_source:
+        blocks.append(para(f"No picture from {pictures.scaling_source}: {pictures.notes.get('scaling', 'not drawn')}."))
+    else:
+        blocks.append(para("Skipped: there is no `scaling.csv` (the size sweep) in the report's folder, so there is "
+                           "nothing to draw. The sweep writes it (`lossparity bench --out DIR`, or a report "
+                           "that runs the sweep)."))
+    return blocks
+
+
+def training_blocks(result, pictures: Pictures) -> list:
+    """The "Training-level parity" section: the set-up, the tolerance stated beforehand, the
+    measured differences and the curves."""
+    blocks = [heading(2, "Training-level parity")]
+    if result is None:
+        blocks.append(para("Not run (`--no-training`, or scikit-learn is missing). `reports/training.py` trains a "
+                           "LeNet-style CNN on scikit-learn's 8x8 digits with the built-in cross entropy and with "
+                           "ours, and compares the loss curves and the final weights."))
+        return blocks
+    st = result.settings
+    tol = _fmt(st["tolerance"])
+    steps = st["epochs"] * st["steps_per_epoch"]
+    bound = steps * 1e-14 * st["lr"] / (1 - st["momentum"])
+    blocks.append(para(
+        f"A LeNet-style CNN (conv 5x5 -> tanh -> avg-pool -> conv 3x3 -> tanh -> avg-pool -> 64 -> 32 -> 10, 3,446 "
+        f"weights) trained on scikit-learn's 8x8 digits ({st['n_train']} training, {st['n_test']} test images) for "
+        f"{st['epochs']} epochs of {st['steps_per_epoch']} mini-batches of {st['batch_size']}, SGD with learning rate "
+        f"{st['lr']:g} and momentum {st['momentum']:g} (`torch.optim.SGD`, `optax.sgd`), on the CPU. Every run starts "
+        "from the same initial weights and sees the same batches: torch with `F.cross_entropy`, then our `module` and "
+        "`function`; JAX (the same network in `jax.numpy`, `lax.conv_general_dilated`) with "
+        "`optax.softmax_cross_entropy_with_integer_labels`, then our `autodiff` and `custom_vjp`."))
+    blocks.append(para(
+        f"**Tolerance, stated before running ({st['parity_dtype']}):** {tol}, relative, for every step's mini-batch "
+        f"loss and for the final weights (max |w - w built-in| over max |w built-in|). The runs differ by rounding "
+        f"alone: about 100 ulps (1e-14) of the gradient per step, times lr/(1 - momentum) = "
+        f"{st['lr'] / (1 - st['momentum']):.2g}, summed over the {steps} steps ({bound:.0e}), times 100 for what the "
+        f"non-convex training map may amplify: {100 * bound:.0e}; {tol} covers the full run (440 steps). In float32 "
+        "the same bound is about 0.1, no tolerance worth stating; float32 is measured for information "
+        "(`reports/training.py` has the whole argument)."))
+    rows = []
+    for r in result.summary.itertuples():
+        verdict = ("within" if r.passed is True else "OUTSIDE") if r.passed != "n/a" else "information"
+        rows.append([r.comparison, r.dtype, r.steps, _fmt(r.curve_max_abs_diff), _fmt(r.curve_max_rel_diff),
+                     _fmt(r.weights_max_abs_diff), _fmt(r.weights_rel_diff),
+                     _fmt(r.tolerance) if r.passed != "n/a" else "", verdict])
+    blocks.append(table(rows, ["comparison", "dtype", "steps", "curve max abs diff", "curve max rel diff",
+                               "weights max abs diff", "weights rel diff", "tolerance", "verdict"]))
+    accuracy = {f"{r.framework}.{r.variant} {r.dtype}": r.accuracy[-1] for r in result.runs}
+    final = {f"{r.framework}.{r.variant} {r.dtype}": r.losses[-1] for r in result.runs}
+    acc_values = sorted(set(round(a, 6) for a in accuracy.values()))
+    blocks.append(para(
+        f"Measured: {'every comparison is within' if result.passed else 'NOT every comparison is within'} the "
+        f"tolerance. Largest differences in {st['parity_dtype']}: curves "
+        f"{_fmt(result.summary[result.summary['dtype'] == st['parity_dtype']]['curve_max_rel_diff'].max())}, final "
+        f"weights {_fmt(result.summary[result.summary['dtype'] == st['parity_dtype']]['weights_rel_diff'].max())} "
+        f"(relative). The network learns: the last mini-batch loss is "
+        + (f"{_fmt(min(final.values()))} in every run" if _fmt(min(final.values())) == _fmt(max(final.values()))
+           else f"{_fmt(min(final.values()))} to {_fmt(max(final.values()))}")
+        + f" (from {_fmt(result.runs[0].losses[0])} at the first step) and the test accuracy "
+        + (f"{acc_values[0]:.3f} in every run." if len(acc_values) == 1 else
+           f"between {acc_values[0]:.3f} and {acc_values[-1]:.3f}.")
+        + " Our torch `module` shares `log_softmax`'s backward with the built-in, so its weights can come out "
+          "bit for bit the same."))
+    if "training" in pictures.files:
+        blocks.append(image("training curves and their differences from the built-in", pictures.files["training"]))
     return blocks
 
 
@@ -804,7 +1211,10 @@ def claims_blocks(spec) -> list:
 
 
 def loss_page(name: str, parity: pd.DataFrame, timings: pd.DataFrame, failures: list, skipped: list,
-              fmt: str = "markdown") -> list:
+              fmt: str = "markdown", pictures: dict | None = None) -> list:
+    """One loss's page. ``pictures`` ({"parity": path, "scaling": path}, relative to the page)
+    embeds the report's pictures of this loss."""
+    pictures = pictures or {}
     spec = reference.get(name)
     md = fmt == "markdown"
     doc = (lambda text: rst_to_markdown(text)) if md else (lambda text: text)
@@ -847,8 +1257,11 @@ def loss_page(name: str, parity: pd.DataFrame, timings: pd.DataFrame, failures: 
     blocks.append(table(brows, ["library", "built-in", "tested as an oracle"]) if brows else
                   para("No library ships this loss."))
     if spec.differences:
-        blocks.append(table([[d.library, f"`{d.builtin}`", d.difference, f"`{d.mapping}`"] for d in spec.differences],
-                            ["library", "built-in", "difference", "mapping"]))
+        # A list, not a table: the differences are sentences and the mappings code, too long for
+        # table cells (a four-column table of them ran off the page).
+        blocks.append(para("Recorded differences, each with the mapping that reconciles it:"))
+        blocks.append(para("\n".join(f"- **{d.library}** `{d.builtin}`: {_md_text(d.difference)}  \n"
+                                     f"  mapping: `{d.mapping}`" for d in spec.differences)))
 
     if spec.claims:
         blocks += claims_blocks(spec)
@@ -868,10 +1281,14 @@ def loss_page(name: str, parity: pd.DataFrame, timings: pd.DataFrame, failures: 
         blocks.append(para("The worst errors of each implementation and dtype, beside the tolerance; "
                            "`reference` is the analytic VJP against central finite differences in float64."))
         blocks.append(table(parity_summary(sub), PARITY_HEADERS))
+        if "parity" in pictures:
+            blocks += [para("Every cell: error over tolerance (the larger of the value's and the gradient's), log "
+                            "scale; 1 is the edge of passing."),
+                       image(f"{name}: error over tolerance per cell", pictures["parity"])]
         cells = sub[sub["variant"] != "reference"]
         if len(cells):
             blocks.append(heading(3, "Worst cells"))
-            blocks.append(table(_worst_rows(worst_cells(cells, 5), link=False), WORST_HEADERS))
+            blocks.append(table(_worst_rows(worst_cells(cells, 5), link=False), WORST_HEADERS[1:]))
     if skipped:
         blocks.append(para("Skipped: " + "; ".join(f"{w} ({r})" for _, w, r in _skipped_rows(skipped)) + "."))
     if failures:
@@ -887,6 +1304,9 @@ def loss_page(name: str, parity: pd.DataFrame, timings: pd.DataFrame, failures: 
         blocks.append(para("No timings were taken."))
     else:
         blocks += [para(TIMING_NOTE), table(_timing_rows(tsub, with_loss=False), TIMING_HEADERS)]
+    if "scaling" in pictures:
+        blocks += [para("Time against problem size (the report's size sweep, float32, forward + backward):"),
+                   image(f"{name}: time against problem size", pictures["scaling"])]
 
     blocks.append(heading(2, "Implementations"))
     for variant, title, texts in implementation_sources(name):

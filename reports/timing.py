@@ -8,10 +8,54 @@ One row per loss x variant x device, in float32, on the loss's default case with
   ``num_threads=torch.get_num_threads()`` after a warm-up, median of the blocks;
   ``torch.cuda.synchronize()`` after every call on CUDA. The forward alone, and the
   forward plus ``torch.autograd.grad`` of the differentiable inputs.
+* torch, ``torch.compile``: the ``module`` variant's ``nn.Module`` (built once, its array
+  hyperparameters as buffers) under ``torch.compile`` (default mode, inductor), forward plus
+  backward, timed as above; ``compile_ms`` of the module row is the first call's time less
+  the median of the later ones: Dynamo's tracing, AOTAutograd and inductor's code
+  generation for the forward and the backward, with torch's on-disk caches as they stand
+  (a second run finds them warm and compiles faster). ``torch._dynamo.reset()`` comes
+  before each loss, so every loss compiles afresh in the process.
 * JAX: ``jax.jit`` of the forward and of the forward plus its VJP, compiled apart
   with ``.lower(...).compile()`` (``compile_ms`` is that time, tracing included, for
   the forward plus VJP), then a warm-up and the median of blocks of calls, each call
-  ending in ``block_until_ready``.
+  ending in ``block_until_ready``. Both JAX variants are always jitted.
+
+Every median comes with its spread, the interquartile range (p75 - p25) of the blocks'
+per-call times (``*_iqr_ms``; empty when a call was so slow that it was timed once).
+
+Memory (``peak_bytes``: what one forward + backward allocates at its peak beyond its
+inputs, which exist before the call; ``memory_source`` says how it was measured):
+
+* torch on CPU, ``rss``: the process's resident set. ``malloc_trim(0)`` hands the
+  allocator's free pages back, ``echo 5 > /proc/self/clear_refs`` resets the high-water
+  mark ``VmHWM``, and ``VmHWM`` after the call less ``VmRSS`` before it is the increase;
+  the largest of three calls. It is process RSS (page granularity, every thread, anything
+  else the process touched meanwhile), not a count of tensors; ``tracemalloc`` would see
+  none of torch's or XLA's allocations.
+* torch on CUDA, ``cuda_allocator``: ``torch.cuda.max_memory_allocated()`` after
+  ``reset_peak_memory_stats()``, less ``memory_allocated()`` before the call.
+* JAX, ``xla_memory_analysis``: the compiled forward + VJP's
+  ``memory_analysis()``: ``temp_size_in_bytes + output_size_in_bytes -
+  alias_size_in_bytes`` (the outputs and the temporaries' block that XLA's buffer
+  assignment allocates beyond the arguments). Exact for what XLA
+  allocates and independent of the machine's load; the process RSS of a JAX call is not
+  reliable (XLA's CPU runtime keeps buffers of earlier calls).
+
+``peak_rss_bytes`` is the process's whole RSS high-water mark during the call (CPU, every
+row): the same measurement as torch's ``rss`` before subtracting, so it holds the
+libraries, the inputs and everything else resident.
+
+Bandwidth: ``bytes_moved`` is the least traffic a forward + backward must make: every
+input and array hyperparameter read once, every gradient and the output written once.
+``gbps`` is ``bytes_moved`` over the median forward + backward time; the yardstick,
+measured in the same run and the same way (``blocked_autorange``), is a plain copy
+``dst.copy_(src)`` of ``bytes_moved / 2`` bytes on the same device, which moves the same
+bytes (read half, write half): ``copy_ms`` and ``copy_gbps``. ``gbps / copy_gbps`` is the
+fraction of copy bandwidth the loss reaches; at small sizes both are overhead-bound.
+
+Every row also names the machine: ``cpu_model`` (``/proc/cpuinfo``), ``threads`` (torch's
+intra-op threads for torch rows; the CPUs XLA may use for JAX rows) and ``gpu`` (``none``
+without one).
 
 The built-in (``torch_impl.builtin(name)`` / ``jax_impl.builtin(name)``) is timed the
 same way on the same inputs; ``ratio_to_builtin`` is our forward+backward time over
@@ -21,8 +65,12 @@ lacks) leaves the built-in columns empty, with the reason in ``note``.
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import inspect
 import math
+import os
+import platform
 import re
 import time
 import warnings
@@ -39,8 +87,12 @@ import reference
 import torch_impl
 from . import matrix
 
-COLUMNS = ["loss", "framework", "variant", "dtype", "device", "size", "shapes", "fwd_ms", "fwd_bwd_ms", "compile_ms",
-           "builtin", "builtin_fwd_ms", "builtin_fwd_bwd_ms", "ratio_to_builtin", "note"]
+COLUMNS = ["loss", "framework", "variant", "dtype", "device", "size", "shapes",
+           "fwd_ms", "fwd_iqr_ms", "fwd_bwd_ms", "fwd_bwd_iqr_ms", "compile_ms", "compiled_fwd_bwd_ms",
+           "builtin", "builtin_fwd_ms", "builtin_fwd_bwd_ms", "builtin_fwd_bwd_iqr_ms", "ratio_to_builtin",
+           "peak_bytes", "builtin_peak_bytes", "peak_rss_bytes", "memory_source",
+           "bytes_moved", "gbps", "copy_ms", "copy_gbps",
+           "cpu_model", "threads", "gpu", "note"]
 
 DTYPE = "float32"
 # Sampler keywords taken to be the batch size, in order of preference, when a sampler
@@ -59,15 +111,193 @@ class Budget:
     min_run_time: float    # seconds per measurement (torch's blocked_autorange, JAX's blocks)
     block_time: float      # a block of calls lasts at least this long (seconds)
     slow_forward: float    # stop growing once the NumPy reference's forward takes this long (seconds)
+    torch_compile: bool = False  # also time torch.compile of the module variant
+    forward: bool = True   # also time the forward alone (the sweep times forward + backward only)
+    memory: bool = True    # measure peak memory and bandwidth
 
 
-NORMAL = Budget(target_elements=32768, max_scale=1024, min_run_time=0.005, block_time=2.5e-4, slow_forward=0.01)
+NORMAL = Budget(target_elements=32768, max_scale=1024, min_run_time=0.005, block_time=2.5e-4, slow_forward=0.01,
+                torch_compile=True)
 QUICK = Budget(target_elements=512, max_scale=32, min_run_time=0.002, block_time=2e-4, slow_forward=0.005)
 # A call slower than this (seconds) is timed by its warm-up runs alone, not by repeated blocks.
 SLOW_CALL = 0.2
+# Peak memory on CPU is the largest of this many calls.
+MEMORY_CALLS = 3
+# The spread (interquartile range) is given where at least this many blocks were timed.
+MIN_SPREAD_BLOCKS = 4
+
+
+@dataclass
+class Measured:
+    """What was measured of one implementation on one device."""
+
+    fwd_ms: float = math.nan
+    fwd_iqr_ms: float = math.nan
+    fwd_bwd_ms: float = math.nan
+    fwd_bwd_iqr_ms: float = math.nan
+    compile_ms: float = math.nan
+    compiled_fwd_bwd_ms: float = math.nan
+    peak_bytes: float = math.nan
+    peak_rss_bytes: float = math.nan
+    memory_source: str = ""
+    bytes_moved: float = math.nan
+    note: str = ""
+
+
+# -- the machine ---------------------------------------------------------------------
+
+@functools.cache
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
+
+
+@functools.cache
+def gpu_name() -> str:
+    if torch.cuda.is_available():
+        return torch.cuda.get_device_name(0)
+    if matrix._jax_has_gpu():
+        return jax.devices("gpu")[0].device_kind
+    return "none"
+
+
+def cpu_threads(framework: str) -> int:
+    """torch's intra-op threads, or the CPUs XLA's thread pool may use."""
+    if framework == "torch":
+        return torch.get_num_threads()
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def machine(framework: str) -> dict:
+    return {"cpu_model": cpu_model(), "threads": cpu_threads(framework), "gpu": gpu_name()}
+
+
+# -- memory --------------------------------------------------------------------------
+
+@functools.cache
+def _malloc_trim():
+    try:
+        return ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return None
+
+
+def _status() -> dict:
+    """VmRSS and VmHWM of this process, in bytes."""
+    out = {}
+    with open("/proc/self/status") as f:
+        for line in f:
+            key, _, value = line.partition(":")
+            if key in ("VmRSS", "VmHWM"):
+                out[key] = int(value.split()[0]) * 1024
+    return out
+
+
+def _reset_peak_rss() -> bool:
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+@functools.cache
+def rss_available() -> bool:
+    """Whether this process can reset and read its RSS high-water mark (Linux)."""
+    try:
+        return _reset_peak_rss() and "VmHWM" in _status()
+    except OSError:
+        return False
+
+
+def rss_peak(f, calls: int = MEMORY_CALLS) -> tuple[float, float]:
+    """(the largest increase of the process's RSS during one call of ``f`` over its RSS
+    just before, the RSS high-water mark itself), over ``calls`` calls; NaNs where the
+    high-water mark cannot be reset."""
+    if not rss_available():
+        return math.nan, math.nan
+    added, peak = 0, 0
+    for _ in range(calls):
+        _reset_peak_rss()
+        before = _status()["VmRSS"]
+        f()
+        hwm = _status()["VmHWM"]
+        added, peak = max(added, hwm - before), max(peak, hwm)
+    return float(added), float(peak)
+
+
+def cuda_peak(f) -> float:
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    before = torch.cuda.memory_allocated()
+    f()
+    torch.cuda.synchronize()
+    return float(torch.cuda.max_memory_allocated() - before)
+
+
+def xla_peak(compiled) -> float:
+    """What an XLA executable allocates beyond its arguments, from its buffer assignment."""
+    stats = compiled.memory_analysis()
+    if stats is None:
+        return math.nan
+    # temp_size is the one block XLA packs every temporary into (reusing space between
+    # temporaries whose lifetimes do not overlap); peak_memory_in_bytes leaves it out on CPU.
+    return float(stats.temp_size_in_bytes + stats.output_size_in_bytes - stats.alias_size_in_bytes)
+
+
+# -- the copy yardstick ------------------------------------------------------------------
+
+def copy_ms(nbytes: int, device: str, budget: Budget, cache: dict | None = None) -> float:
+    """Median milliseconds of a copy that moves ``nbytes`` (reads ``nbytes // 2``, writes as
+    many) on ``device``, timed like the torch losses. ``cache`` (one per measured point, so
+    that the yardstick is taken beside what it measures) keeps it for the point's other rows."""
+    half = max(1, int(nbytes) // 2)
+    key = (half, device)
+    if cache is not None and key in cache:
+        return cache[key]
+    if device == "cpu" or torch.cuda.is_available():
+        src = torch.ones(half, dtype=torch.uint8, device=device)
+        dst = torch.zeros_like(src)
+        ms = _torch_median_ms(lambda: dst.copy_(src), device, budget)[0]
+    else:  # JAX on a GPU that torch does not see
+        src = jax.device_put(np.ones(half, np.uint8), jax.devices("gpu")[0])
+        copy = jax.jit(lambda x: x + np.uint8(1)).lower(src).compile()
+        ms = _jax_median_ms(copy, (src,), budget)[0]
+    if cache is not None:
+        cache[key] = ms
+    return ms
+
+
+def _nbytes(arrays) -> int:
+    return int(sum(a.nbytes for a in arrays if hasattr(a, "nbytes")))
 
 
 # -- the inputs --------------------------------------------------------------------
+
+def _sampler_options(spec, case) -> tuple[list, dict]:
+    params = list(inspect.signature(spec.sampler).parameters.values())[1:]  # after rng
+    options = {p.name: p.default for p in params if p.default is not inspect.Parameter.empty}
+    options.update(case.sample)
+    return params, options
+
+
+def _int_tuple(value) -> bool:
+    return (isinstance(value, tuple) and bool(value)
+            and all(isinstance(v, int) and not isinstance(v, bool) for v in value))
+
 
 def sizes_for(spec, case, budget: Budget) -> dict:
     """The sampler keywords that make the default case's inputs a moderate size.
@@ -80,15 +310,12 @@ def sizes_for(spec, case, budget: Budget) -> dict:
     grows less), at most ``budget.max_scale`` times. A sampler with no size option keeps
     its defaults (returns ``{}``).
     """
-    params = list(inspect.signature(spec.sampler).parameters.values())[1:]  # after rng
-    options = {p.name: p.default for p in params if p.default is not inspect.Parameter.empty}
-    options.update(case.sample)
+    params, options = _sampler_options(spec, case)
     first = spec.sample(np.random.default_rng(0), np.float64, **case.sample)
 
     def scaled(scale: int) -> dict | None:
         for name, value in options.items():
-            if (isinstance(value, tuple) and value and all(isinstance(v, int) and not isinstance(v, bool)
-                                                           for v in value)):
+            if _int_tuple(value):
                 return {name: (value[0] * scale,) + tuple(value[1:])}
         for name in BATCH_NAMES:
             if isinstance(options.get(name), int) and not isinstance(options[name], bool):
@@ -134,6 +361,30 @@ def sizes_for(spec, case, budget: Budget) -> dict:
     return best
 
 
+def sizes_at(spec, case, elements: int, classes: int | None = None, class_axis: int = 1) -> dict:
+    """The sampler keywords that give the first input about ``elements`` elements: its
+    leading (batch) dimension is set to ``elements`` over the product of the others. With
+    ``classes``, the first input's ``class_axis`` gets that many entries first (``(N, C)``
+    logits). Raises ValueError for a sampler with no shape option."""
+    params, options = _sampler_options(spec, case)
+    name = next((k for k, v in options.items() if _int_tuple(v)), None)
+    if name is not None:
+        shape = list(options[name])
+    elif any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+        name, shape = "shape", list(np.shape(spec.sample(np.random.default_rng(0), np.float64, **case.sample)[0]))
+    else:
+        raise ValueError(f"the sampler of {spec.name} has no shape option to scale")
+    if not shape:
+        raise ValueError(f"the first input of {spec.name} is a scalar")
+    if classes is not None:
+        if class_axis >= len(shape):
+            raise ValueError(f"the first input of {spec.name} has no axis {class_axis} to hold the classes")
+        shape[class_axis] = int(classes)
+    row = int(np.prod(shape[1:])) if len(shape) > 1 else 1
+    shape[0] = max(1, int(round(elements / row)))
+    return {name: tuple(shape)}
+
+
 def draw(spec, case, sizes: dict, seed: int = 0) -> matrix.Drawn:
     """float32 inputs of the case at ``sizes``, reduction mean (or the case's first), and a cotangent."""
     rng = np.random.default_rng(matrix.seed_for(spec.name, case.name, seed) + 2)
@@ -154,28 +405,52 @@ def _shapes(d: matrix.Drawn) -> str:
 
 # -- torch ---------------------------------------------------------------------------
 
-def _torch_median_ms(f, device: str, budget: Budget) -> float:
-    start = time.perf_counter()  # warm-up (allocator, dispatch caches); blocked_autorange warms up too
-    f()
+def _sync(device: str) -> None:
     if device == "cuda":
         torch.cuda.synchronize()
-    if time.perf_counter() - start > SLOW_CALL:
-        start = time.perf_counter()
-        f()
-        if device == "cuda":
-            torch.cuda.synchronize()
-        return (time.perf_counter() - start) * 1e3
+
+
+def _torch_median_ms(f, device: str, budget: Budget) -> tuple[float, float]:
+    """(median, interquartile range) of one call, in milliseconds."""
+    f()  # warm-up (allocator, dispatch caches, first-call costs); blocked_autorange warms up too
+    _sync(device)
+    start = time.perf_counter()
+    f()
+    _sync(device)
+    once = time.perf_counter() - start
+    if once > SLOW_CALL:
+        return once * 1e3, math.nan
     stmt = "f(); torch.cuda.synchronize()" if device == "cuda" else "f()"
     timer = benchmark.Timer(stmt=stmt, globals={"f": f, "torch": torch}, num_threads=torch.get_num_threads())
-    return timer.blocked_autorange(min_run_time=budget.min_run_time).median * 1e3
+    m = timer.blocked_autorange(min_run_time=budget.min_run_time)
+    return m.median * 1e3, (m.iqr * 1e3 if len(m.times) >= MIN_SPREAD_BLOCKS else math.nan)
 
 
-def time_torch(fn, spec, d: matrix.Drawn, device: str, budget: Budget) -> tuple[float, float]:
-    """Median milliseconds of the forward and of forward + backward."""
+def _torch_memory(f, device: str) -> tuple[float, float, str]:
+    """(peak_bytes, peak_rss_bytes, memory_source) of one call of ``f``."""
+    if device == "cuda":
+        added = cuda_peak(f)
+        return added, rss_peak(f, calls=1)[1], "cuda_allocator"
+    added, peak = rss_peak(f)
+    return added, peak, "rss" if not math.isnan(added) else ""
+
+
+def _torch_setup(spec, d: matrix.Drawn, device: str):
     arrays, kw = matrix.torch_arrays(d, device)
-    call, primals = matrix.on_differentiable(fn, spec, arrays, kw)
+    positions = [spec.inputs.index(n) for n in spec.differentiable]
+    params = list(spec.gradient_names(kw)[len(positions):])
+    primals = [arrays[p] for p in positions] + [kw[k] for k in params]
     diff = [p.detach().clone().requires_grad_(True) for p in primals]
     cotangent = torch.as_tensor(d.cotangent, device=device)
+    moved = (_nbytes(arrays) + _nbytes([v for v in kw.values() if isinstance(v, torch.Tensor)])
+             + _nbytes(diff) + int(d.cotangent.nbytes))
+    return arrays, kw, positions, params, diff, cotangent, moved
+
+
+def time_torch(fn, spec, d: matrix.Drawn, device: str, budget: Budget) -> Measured:
+    """The forward's and the forward + backward's median ms and spread, peak memory, bytes moved."""
+    arrays, kw, _, _, diff, cotangent, moved = _torch_setup(spec, d, device)
+    call, primals = matrix.on_differentiable(fn, spec, arrays, kw)
 
     def forward():
         return call(*primals)
@@ -184,18 +459,77 @@ def time_torch(fn, spec, d: matrix.Drawn, device: str, budget: Budget) -> tuple[
         out = call(*diff)
         return torch.autograd.grad(out, diff, cotangent.to(out.dtype), allow_unused=True)
 
-    return _torch_median_ms(forward, device, budget), _torch_median_ms(forward_backward, device, budget)
+    m = Measured(bytes_moved=moved)
+    if budget.forward:
+        m.fwd_ms, m.fwd_iqr_ms = _torch_median_ms(forward, device, budget)
+    m.fwd_bwd_ms, m.fwd_bwd_iqr_ms = _torch_median_ms(forward_backward, device, budget)
+    if budget.memory:
+        m.peak_bytes, m.peak_rss_bytes, m.memory_source = _torch_memory(forward_backward, device)
+    return m
+
+
+def time_torch_compiled(module_call, spec, d: matrix.Drawn, device: str, budget: Budget) -> tuple[float, float, str]:
+    """``torch.compile`` of the ``module`` variant's ``nn.Module``: (compile ms, median ms of
+    the compiled forward + backward, a note on graph breaks)."""
+    from torch._dynamo.utils import counters
+    arrays, kw, positions, params, diff, cotangent, _ = _torch_setup(spec, d, device)
+    inputs = list(arrays)
+    for p, x in zip(positions, diff):
+        inputs[p] = x
+    module_kw = {**kw, **dict(zip(params, diff[len(positions):]))}
+    torch._dynamo.reset()
+    counters.clear()
+    compiled = torch.compile(module_call.module_class(**module_kw))
+
+    def forward_backward():
+        out = compiled(*inputs)
+        return torch.autograd.grad(out, diff, cotangent.to(out.dtype), allow_unused=True)
+
+    start = time.perf_counter()
+    forward_backward()
+    _sync(device)
+    first = (time.perf_counter() - start) * 1e3
+    median, _ = _torch_median_ms(forward_backward, device, budget)
+    graphs, breaks = counters["stats"].get("unique_graphs", 0), sum(counters["graph_break"].values())
+    note = ""
+    if breaks or not graphs:
+        note = (f"torch.compile: {graphs} graph{'s' if graphs != 1 else ''}, {breaks} graph "
+                f"break{'s' if breaks != 1 else ''}" + (" (it ran eagerly)" if not graphs else ""))
+    torch._dynamo.reset()  # drop the compiled code and its guards on these inputs
+    return max(first - median, 0.0), median, note
+
+
+def time_torch_all(fns: dict, spec, d: matrix.Drawn, device: str, budget: Budget) -> dict:
+    """For each ``label: fn``, a :class:`Measured`, or the exception it raised; with
+    ``budget.torch_compile``, the ``module`` entry holds torch.compile's columns too."""
+    out = {}
+    for label, fn in fns.items():
+        try:
+            out[label] = time_torch(fn, spec, d, device, budget)
+        except Exception as e:
+            out[label] = e
+    module = out.get("module")
+    if budget.torch_compile and isinstance(module, Measured) and hasattr(fns["module"], "module_class"):
+        try:
+            module.compile_ms, module.compiled_fwd_bwd_ms, note = time_torch_compiled(fns["module"], spec, d,
+                                                                                      device, budget)
+        except Exception as e:
+            note = f"torch.compile failed: {_error(e)}"
+            torch._dynamo.reset()
+        module.note = "; ".join(filter(None, [module.note, note]))
+    return out
 
 
 # -- JAX -----------------------------------------------------------------------------
 
-def _jax_median_ms(compiled, args, budget: Budget) -> float:
+def _jax_median_ms(compiled, args, budget: Budget) -> tuple[float, float]:
+    """(median, interquartile range) of one call, in milliseconds."""
     jax.block_until_ready(compiled(*args))  # warm-up
     start = time.perf_counter()
     jax.block_until_ready(compiled(*args))
     once = max(time.perf_counter() - start, 1e-7)
     if once > SLOW_CALL:
-        return once * 1e3
+        return once * 1e3, math.nan
     number = max(1, int(budget.block_time / once))
     blocks, spent = [], 0.0
     while len(blocks) < 5 or (spent < budget.min_run_time and len(blocks) < 200):
@@ -205,11 +539,13 @@ def _jax_median_ms(compiled, args, budget: Budget) -> float:
         elapsed = time.perf_counter() - start
         blocks.append(elapsed / number)
         spent += elapsed
-    return float(np.median(blocks)) * 1e3
+    p25, p50, p75 = np.percentile(blocks, [25, 50, 75])
+    return float(p50) * 1e3, float(p75 - p25) * 1e3
 
 
-def _jax_programs(fn, spec, d: matrix.Drawn, device: str):
-    """The forward and the forward + VJP of ``fn`` under ``jax.jit``, each with its arguments.
+def _jax_programs(fn, spec, d: matrix.Drawn, device: str, forward: bool = True):
+    """The forward and the forward + VJP of ``fn`` under ``jax.jit``, each with its arguments,
+    and the bytes a forward + VJP moves at least.
 
     The arrays (inputs and array hyperparameters) are arguments, not constants; the other
     hyperparameters are closed over (static)."""
@@ -217,8 +553,10 @@ def _jax_programs(fn, spec, d: matrix.Drawn, device: str):
     array_kw = {k: v for k, v in kw.items() if isinstance(v, jax.Array)}
     static_kw = {k: v for k, v in kw.items() if k not in array_kw}
     cotangent = jax.device_put(d.cotangent, jax.devices("gpu" if device == "cuda" else "cpu")[0])
+    _, primals = matrix.on_differentiable(fn, spec, list(arrays), {**static_kw, **array_kw})
+    moved = _nbytes(arrays) + _nbytes(array_kw.values()) + _nbytes(primals) + int(d.cotangent.nbytes)
 
-    def forward(arrays, array_kw):
+    def fwd(arrays, array_kw):
         return fn(*arrays, **static_kw, **array_kw)
 
     def forward_vjp(arrays, array_kw, cotangent):
@@ -226,20 +564,27 @@ def _jax_programs(fn, spec, d: matrix.Drawn, device: str):
         out, pullback = jax.vjp(call, *primals)
         return out, pullback(cotangent.astype(out.dtype))  # a built-in may answer in float64 under x64
 
-    return {"fwd": (jax.jit(forward), (arrays, array_kw)),
-            "fwd_bwd": (jax.jit(forward_vjp), (arrays, array_kw, cotangent))}
+    programs = {"fwd_bwd": (jax.jit(forward_vjp), (arrays, array_kw, cotangent))}
+    if forward:
+        programs["fwd"] = (jax.jit(fwd), (arrays, array_kw))
+    return programs, moved
 
 
 def time_jax(fns: dict, spec, d: matrix.Drawn, device: str, budget: Budget) -> dict:
-    """For each ``label: fn``, (median ms of the jitted forward, of the forward + VJP, ms that
-    ``.lower(...).compile()`` of the forward + VJP took), or the exception it raised.
+    """For each ``label: fn``, a :class:`Measured` (the jitted forward's and forward + VJP's
+    median ms and spread, the ms that ``.lower(...).compile()`` of the forward + VJP took,
+    XLA's peak memory, bytes moved), or the exception it raised.
 
     ``compile_ms`` (tracing, lowering and XLA's compiling) is measured with nothing else
     running. The other programs (the forwards, and the built-in's, labelled ``"builtin"``)
     compile two at a time, since XLA releases the GIL; nothing runs beside a measurement."""
-    out, programs, compiled, compile_ms = {}, {}, {}, {}
+    out, programs, moved, compiled, compile_ms = {}, {}, {}, {}, {}
     for label, fn in fns.items():
-        programs[label] = _jax_programs(fn, spec, d, device)
+        try:
+            programs[label], moved[label] = _jax_programs(fn, spec, d, device, budget.forward)
+        except Exception as e:
+            out[label] = e
+            continue
         if label == "builtin":
             continue
         try:
@@ -269,20 +614,16 @@ def time_jax(fns: dict, spec, d: matrix.Drawn, device: str, budget: Budget) -> d
         if label in out:
             continue
         try:
-            out[label] = (_jax_median_ms(compiled[label, "fwd"], progs["fwd"][1], budget),
-                          _jax_median_ms(compiled[label, "fwd_bwd"], progs["fwd_bwd"][1], budget),
-                          compile_ms.get(label, math.nan))
-        except Exception as e:
-            out[label] = e
-    return out
-
-
-def time_torch_all(fns: dict, spec, d: matrix.Drawn, device: str, budget: Budget) -> dict:
-    """For each ``label: fn``, (median ms of the forward, of forward + backward, NaN), or the exception."""
-    out = {}
-    for label, fn in fns.items():
-        try:
-            out[label] = (*time_torch(fn, spec, d, device, budget), math.nan)
+            m = Measured(compile_ms=compile_ms.get(label, math.nan), bytes_moved=moved[label])
+            if budget.forward:
+                m.fwd_ms, m.fwd_iqr_ms = _jax_median_ms(compiled[label, "fwd"], progs["fwd"][1], budget)
+            program, args = compiled[label, "fwd_bwd"], progs["fwd_bwd"][1]
+            m.fwd_bwd_ms, m.fwd_bwd_iqr_ms = _jax_median_ms(program, args, budget)
+            m.compiled_fwd_bwd_ms = m.fwd_bwd_ms
+            if budget.memory:
+                m.peak_bytes, m.memory_source = xla_peak(program), "xla_memory_analysis"
+                m.peak_rss_bytes = rss_peak(lambda: jax.block_until_ready(program(*args)), calls=1)[1]
+            out[label] = m
         except Exception as e:
             out[label] = e
     return out
@@ -290,8 +631,9 @@ def time_torch_all(fns: dict, spec, d: matrix.Drawn, device: str, budget: Budget
 
 # -- the table -------------------------------------------------------------------------
 
-def _devices(framework: str) -> list[str]:
-    return [dev for dev in matrix.DEVICES if matrix.device_available(framework, dev)]
+def _devices(framework: str, devices=None) -> list[str]:
+    return [dev for dev in matrix.DEVICES if matrix.device_available(framework, dev)
+            and (devices is None or dev in devices)]
 
 
 def _builtin_name(spec, framework: str) -> str:
@@ -311,15 +653,66 @@ def _error(e: BaseException) -> str:
     return f"{type(e).__name__}: {first}"[:200]
 
 
-def time_loss(name: str, variants=None, budget: Budget = NORMAL, seed: int = 0) -> tuple[list[dict], list[dict]]:
+def _implementations(name: str, wanted, framework: str, pkg, with_builtin: bool = True) -> dict:
+    fns = {}
+    for variant in (v for v in wanted if matrix.FRAMEWORK_OF[v] == framework):
+        try:
+            fns[variant] = pkg.get(name, variant)
+        except KeyError:
+            continue
+    if fns and with_builtin:
+        builtin = pkg.builtin(name)
+        if builtin is not None:
+            fns["builtin"] = builtin
+    return fns
+
+
+def measure(name: str, d: matrix.Drawn, variants=None, budget: Budget = NORMAL, devices=None,
+            with_builtin: bool = True) -> list[tuple[str, str, str, dict]]:
+    """Time every registered implementation of ``name`` (and the built-in) on the inputs ``d``:
+    a list of (framework, device, builtin name or "", {label: Measured or exception})."""
+    spec = reference.get(name)
+    wanted = [v for v in (matrix.VARIANTS if variants is None else variants) if v in matrix.VARIANTS]
+    out = []
+    for framework, pkg, timer in (("torch", torch_impl, time_torch_all), ("jax", jax_impl, time_jax)):
+        fns = _implementations(name, wanted, framework, pkg, with_builtin)
+        if not fns:
+            continue
+        builtin = _builtin_name(spec, framework) if "builtin" in fns else ""
+        for device in _devices(framework, devices):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                measured = timer(fns, spec, d, device, budget)
+            out.append((framework, device, builtin, measured))
+    return out
+
+
+def _builtin_note(b) -> str:
+    if isinstance(b, NotImplementedError):
+        return f"the built-in lacks this option: {b}"
+    if isinstance(b, Exception):
+        return f"the built-in failed: {_error(b)}"
+    return ""
+
+
+def bandwidth(m: Measured, device: str, budget: Budget, cache: dict | None = None) -> dict:
+    """``gbps`` (bytes_moved over the forward + backward), and the copy yardstick's ms and GB/s."""
+    if not budget.memory or math.isnan(m.bytes_moved):
+        return {"gbps": math.nan, "copy_ms": math.nan, "copy_gbps": math.nan}
+    copy = copy_ms(int(m.bytes_moved), device, budget, cache)
+    return {"gbps": m.bytes_moved / m.fwd_bwd_ms / 1e6 if m.fwd_bwd_ms > 0 else math.nan,
+            "copy_ms": copy, "copy_gbps": m.bytes_moved / copy / 1e6 if copy > 0 else math.nan}
+
+
+def time_loss(name: str, variants=None, budget: Budget = NORMAL, seed: int = 0,
+              devices=None) -> tuple[list[dict], list[dict]]:
     """The timing rows of one loss, and what could not be timed at all ({"loss", "what", "reason"}).
 
     A variant whose implementation is not registered is left out silently: the parity
-    phase reports it."""
+    phase reports it. ``devices`` (default: every device present) limits the devices."""
     spec = reference.get(name)
     case = spec.cases[0]
     rows, skipped = [], []
-    wanted = [v for v in (matrix.VARIANTS if variants is None else variants) if v in matrix.VARIANTS]
     try:
         sizes = sizes_for(spec, case, budget)
         d = draw(spec, case, sizes, seed)
@@ -329,45 +722,28 @@ def time_loss(name: str, variants=None, budget: Budget = NORMAL, seed: int = 0) 
         except Exception as e2:
             return [], [{"loss": name, "what": "timings",
                          "reason": f"the inputs could not be drawn: {_error(e2)} (scaled: {_error(e)})"}]
-    for framework, pkg, timer in (("torch", torch_impl, time_torch_all), ("jax", jax_impl, time_jax)):
-        fns = {}
-        for variant in (v for v in wanted if matrix.FRAMEWORK_OF[v] == framework):
-            try:
-                fns[variant] = pkg.get(name, variant)
-            except KeyError:
+    copies: dict = {}  # the copy yardstick of this loss's inputs, per device
+    for framework, device, builtin, measured in measure(name, d, variants, budget, devices):
+        b = measured.get("builtin")
+        b_note = _builtin_note(b)
+        b = b if isinstance(b, Measured) else Measured()
+        for variant, result in measured.items():
+            if variant == "builtin":
                 continue
-        if not fns:
-            continue
-        builtin = pkg.builtin(name)
-        if builtin is not None:
-            fns["builtin"] = builtin
-        for device in _devices(framework):
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                measured = timer(fns, spec, d, device, budget)
-            b = measured.get("builtin")
-            b_fwd, b_fwd_bwd, b_note = math.nan, math.nan, ""
-            if isinstance(b, NotImplementedError):
-                b_note = f"the built-in lacks this option: {b}"
-            elif isinstance(b, Exception):
-                b_note = f"the built-in failed: {_error(b)}"
-            elif b is not None:
-                b_fwd, b_fwd_bwd, _ = b
-            for variant, result in measured.items():
-                if variant == "builtin":
-                    continue
-                row = {"loss": name, "framework": framework, "variant": variant, "dtype": DTYPE, "device": device,
-                       "size": int(np.size(d.inputs[0])) if d.inputs else 0, "shapes": _shapes(d),
-                       "fwd_ms": math.nan, "fwd_bwd_ms": math.nan, "compile_ms": math.nan,
-                       "builtin": _builtin_name(spec, framework) if builtin is not None else "",
-                       "builtin_fwd_ms": b_fwd, "builtin_fwd_bwd_ms": b_fwd_bwd, "ratio_to_builtin": math.nan,
-                       "note": b_note}
-                if isinstance(result, Exception):
-                    row["note"] = "; ".join(filter(None, [f"failed: {_error(result)}", b_note]))
-                else:
-                    fwd, fwd_bwd, compile_ms = result
-                    row.update(fwd_ms=fwd, fwd_bwd_ms=fwd_bwd, compile_ms=compile_ms)
-                    if not math.isnan(b_fwd_bwd):
-                        row["ratio_to_builtin"] = fwd_bwd / b_fwd_bwd
-                rows.append(row)
+            row = {"loss": name, "framework": framework, "variant": variant, "dtype": DTYPE, "device": device,
+                   "size": int(np.size(d.inputs[0])) if d.inputs else 0, "shapes": _shapes(d),
+                   "builtin": builtin, "builtin_fwd_ms": b.fwd_ms, "builtin_fwd_bwd_ms": b.fwd_bwd_ms,
+                   "builtin_fwd_bwd_iqr_ms": b.fwd_bwd_iqr_ms, "builtin_peak_bytes": b.peak_bytes,
+                   "ratio_to_builtin": math.nan, **machine(framework), "note": b_note}
+            if isinstance(result, Exception):
+                row["note"] = "; ".join(filter(None, [f"failed: {_error(result)}", b_note]))
+            else:
+                row.update({k: getattr(result, k) for k in (
+                    "fwd_ms", "fwd_iqr_ms", "fwd_bwd_ms", "fwd_bwd_iqr_ms", "compile_ms", "compiled_fwd_bwd_ms",
+                    "peak_bytes", "peak_rss_bytes", "memory_source", "bytes_moved")})
+                row.update(bandwidth(result, device, budget, copies))
+                row["note"] = "; ".join(filter(None, [result.note, b_note]))
+                if not math.isnan(b.fwd_bwd_ms):
+                    row["ratio_to_builtin"] = result.fwd_bwd_ms / b.fwd_bwd_ms
+            rows.append({c: row.get(c, math.nan) for c in COLUMNS})
     return rows, skipped

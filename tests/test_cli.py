@@ -2,6 +2,7 @@
 
 import io
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -84,7 +85,8 @@ def test_show_prints_the_reference_page(capsys):
     for variant in matrix.VARIANTS:
         for dtype in matrix.DTYPES:
             row = _table_row(out, f"{matrix.FRAMEWORK_OF[variant]}.{variant}", dtype)
-            assert row[2:6] == ["cpu", str(n), str(n), "0"], row
+            cells = n if dtype in matrix.FULL_DTYPES else 1  # a half dtype: the default case, one reduction
+            assert row[2:6] == ["cpu", str(cells), str(cells), "0"], row
     row = _table_row(out, "numpy.reference", "float64")  # the reference against finite differences
     assert row[2:6] == ["cpu", str(len(spec.cases) * 3), str(len(spec.cases) * 3), "0"], row
 
@@ -125,15 +127,19 @@ def test_unknown_names_in_report_options(capsys, tmp_path):
 @pytest.fixture(scope="module")
 def quick_report(tmp_path_factory):
     out = tmp_path_factory.mktemp("report")
-    code = cli.main(["report", "--quick", "--losses", ",".join(LOSSES), "--out", str(out)])
+    # The training-level parity has its own tests (tests/test_training.py, which also writes its
+    # section and picture through report.write); here it would only add its ~10 s again.
+    code = cli.main(["report", "--quick", "--no-training", "--losses", ",".join(LOSSES), "--out", str(out)])
     assert code == 0
     return out
 
 
 def test_report_writes_the_files(quick_report):
     out = quick_report
-    assert {p.name for p in out.iterdir()} == {"parity.csv", "timings.csv", "REPORT.md", "losses"}
+    assert {p.name for p in out.iterdir()} == {"parity.csv", "timings.csv", "REPORT.md", "losses", "figures"}
     assert sorted(p.name for p in (out / "losses").iterdir()) == sorted(f"{n}.md" for n in LOSSES)
+    assert sorted(p.name for p in (out / "figures").iterdir()) == sorted(
+        ["parity_float32.png", "timing_ratios.png"] + [f"parity_{n}.png" for n in LOSSES])
     assert not list(out.rglob("*.tmp"))  # the atomic writes left no temporary file
 
 
@@ -187,8 +193,8 @@ def test_report_markdown(quick_report):
 
 
 def test_parity_csv_is_deterministic(quick_report, tmp_path, capsys):
-    code, out, err = run(capsys, "report", "--quick", "--no-timings", "--losses", ",".join(reversed(LOSSES)),
-                         "--out", str(tmp_path))
+    code, out, err = run(capsys, "report", "--quick", "--no-timings", "--no-training", "--no-pictures", "--losses",
+                         ",".join(reversed(LOSSES)), "--out", str(tmp_path))
     assert code == 0, err
     assert (tmp_path / "parity.csv").read_bytes() == (quick_report / "parity.csv").read_bytes()
 
@@ -213,3 +219,140 @@ def test_a_cell_that_raises_is_recorded_and_the_run_goes_on(monkeypatch):
     t_rows, _ = timing.time_loss("l1_loss", budget=timing.QUICK)
     assert sorted(r["variant"] for r in t_rows) == ["autodiff", "custom_vjp", "module"]
     assert "boom" in next(r["note"] for r in t_rows if r["variant"] == "autodiff")
+
+
+# -- pictures, progress, --device, --format ---------------------------------------------
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def _images(page: Path) -> list[str]:
+    return re.findall(r"!\[[^\]]*\]\(([^)]+)\)", page.read_text())
+
+
+def test_report_pictures_are_embedded(quick_report):
+    from PIL import Image
+    report_md = quick_report / "REPORT.md"
+    assert _images(report_md) == ["figures/parity_float32.png", "figures/timing_ratios.png"]
+    for n in LOSSES:
+        assert _images(quick_report / "losses" / f"{n}.md") == [f"../figures/parity_{n}.png"]
+    for page in [report_md, *(quick_report / "losses").iterdir()]:
+        for link in _images(page):
+            path = (page.parent / link).resolve()
+            assert path.read_bytes()[:8] == PNG, link
+            assert Image.open(path).size[0] <= 1000, link  # shown at full size, not shrunk to fit the page
+    text = report_md.read_text()
+    headings = {report._anchor(h) for h in re.findall(r"^#+ (.+)$", text, re.M)}
+    contents = re.findall(r"\]\(#([^)]+)\)", text)
+    assert {"summary", "parity-at-a-glance", "timings", "time-against-problem-size", "training-level-parity"} <= set(
+        contents) and set(contents) <= headings
+    assert "Skipped: there is no `scaling.csv`" in text  # the sweep is not part of --quick
+    assert "## Training-level parity\n\nNot run (`--no-training`" in text
+    assert "<details>\n<summary>All 8 timings (table)</summary>\n\n| loss" in text  # the long table is folded
+
+
+def _scaling_csv(with_sweep: bool) -> pd.DataFrame:
+    """scaling.csv's columns (reports/bench.py) with made-up times: an element sweep of two losses
+    and a class sweep of cross_entropy at 64 rows."""
+    rows = []
+    points = [("mse_loss", "elements", n, float("nan")) for n in (1000, 10000, 100000)]
+    points += [("cross_entropy", "elements", n, 100) for n in (1000, 10000, 100000)]
+    points += [("cross_entropy", "classes", 64 * c, c) for c in (10, 100, 1000)]
+    for loss, sweep, elements, classes in points:
+        for k, (framework, variant) in enumerate([("torch", "module"), ("torch", "function"), ("torch", "builtin"),
+                                                  ("jax", "autodiff"), ("jax", "custom_vjp"), ("jax", "builtin")]):
+            ms = 1e-4 * elements * (1 + 0.1 * k)
+            rows.append({"loss": loss, "sweep": sweep, "framework": framework, "variant": variant, "device": "cpu",
+                         "dtype": "float32", "elements": elements, "classes": classes, "fwd_bwd_ms": ms,
+                         "builtin_fwd_bwd_ms": 1e-4 * elements})
+    df = pd.DataFrame(rows)
+    return df if with_sweep else df.drop(columns="sweep")
+
+
+@pytest.mark.parametrize("with_sweep", [True, False])
+def test_scaling_panels(with_sweep):
+    from reports import plots
+    panels = plots.scaling_panels(_scaling_csv(with_sweep))
+    assert [(loss, device, sweep) for loss, device, sweep, _ in panels] == [
+        ("mse_loss", "cpu", "elements"), ("cross_entropy", "cpu", "elements"), ("cross_entropy", "cpu", "classes")]
+    classes = panels[2][3]
+    assert sorted(set(classes["classes"])) == [10, 100, 1000] and set(classes["elements"] / classes["classes"]) == {64}
+    assert set(panels[1][3]["classes"]) == {100}
+
+
+def test_scaling_csv_in_the_folder_is_drawn(tmp_path):
+    _scaling_csv(True).to_csv(tmp_path / "scaling.csv", index=False)
+    rep = report.Report(losses=["mse_loss"], parity=report.parity_frame([]), timings=report.timings_frame([]),
+                        failures={}, skipped=[], settings={"seed": 0, "quick": True, "dtypes": ["float64"],
+                                                           "load": None, "variants": ["module"], "devices": ["cpu"]})
+    written = report.write(rep, tmp_path, log=lambda msg: None)
+    assert {p.name for p in written if p.suffix == ".png"} == {"scaling.png", "scaling_mse_loss.png"}
+    text = (tmp_path / "REPORT.md").read_text()
+    assert "From `scaling.csv` found in the report's folder" in text and "](figures/scaling.png)" in text
+    assert "[scaling.csv](scaling.csv)" in text
+    assert _images(tmp_path / "losses" / "mse_loss.md") == ["../figures/scaling_mse_loss.png"]
+
+
+def test_progress_bar_on_a_terminal_and_plain_lines_elsewhere():
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    screen = Terminal()
+    bar = report.Progress(stream=screen)
+    bar.phase("parity", 4, "cells")
+    bar.advance(1, "  mse_loss: 1 passed")
+    bar.advance(3)
+    bar.close()
+    bar.log("parity: done")
+    text = screen.getvalue()
+    assert "\r\x1b[2K[#######---------------------] parity 1/4 cells  25% 0:00" in text
+    assert "\r\x1b[2K  mse_loss: 1 passed\n" in text  # a log line above the bar, which is drawn again
+    assert "[############################] parity 4/4 cells 100%" in text
+    assert text.endswith("\r\x1b[2Kparity: done\n")  # the bar is gone once the phase is over
+
+    lines = []
+    plain = report.Progress(log=lines.append)  # not a terminal: plain lines, no control characters
+    plain.phase("pictures", 20, "PNGs")
+    for _ in range(20):
+        plain.advance(1)
+    assert len(lines) == 10 and lines[-1].startswith("pictures 20/20 PNGs 100%")  # every tenth of the way
+    assert not any("\r" in line or "\x1b" in line for line in lines)
+
+
+def test_device_cuda_without_one_is_a_clear_error(capsys, tmp_path):
+    if any(matrix.device_available(f, "cuda") for f in ("torch", "jax")):
+        pytest.skip("a CUDA device is present")
+    code, out, err = run(capsys, "report", "--device", "cuda", "--losses", "mse_loss", "--out", str(tmp_path))
+    assert code == 2 and "--device cuda: no CUDA device is available" in err
+    assert "Traceback" not in err and out == "" and not any(tmp_path.iterdir())
+
+
+TINY = ["report", "--losses", "mse_loss", "--variants", "module", "--dtypes", "float64", "--no-timings",
+        "--no-training", "--device", "cpu"]
+
+
+def test_report_format_json_keeps_stdout_for_the_summary(capsys, tmp_path):
+    code, out, err = run(capsys, *TINY, "--format", "json", "--out", str(tmp_path))
+    assert code == 0, err
+    record = json.loads(out)  # nothing but the JSON on stdout: the progress went to stderr
+    n = sum(len(reference.get("mse_loss").case_reductions(c)) for c in reference.get("mse_loss").matrix_cases)
+    assert (record["losses"], record["cells"], record["passed"], record["failed"]) == (1, n, n, 0)
+    assert record["training"] is None and record["failures"] == [] and record["out"] == str(tmp_path)
+    assert {"parity.csv", "REPORT.md", "losses/mse_loss.md", "figures/parity_mse_loss.png"} <= set(record["files"])
+    assert record["per_loss"] == [{"loss": "mse_loss", "family": "regression", "cells": n, "passed": n, "failed": 0,
+                                   "xfail": 0, "xpass": 0, "reference_passed": 0, "reference_run": 0,
+                                   "worst_grad_err_over_tol": record["per_loss"][0]["worst_grad_err_over_tol"]}]
+    assert f"parity {n}/{n} cells 100%" in err  # plain progress lines: stderr is not a terminal here
+    parity = pd.read_csv(tmp_path / "parity.csv")
+    assert set(parity["device"]) == {"cpu"} and set(parity["variant"]) == {"module"}
+
+
+def test_report_format_csv_and_markdown(capsys, tmp_path):
+    rep = report.build(["mse_loss"], ["module"], ["float64"], with_timings=False, with_training=False,
+                       devices=["cpu"], log=lambda msg: None)
+    written = report.write(rep, tmp_path, log=lambda msg: None)
+    df = pd.read_csv(io.StringIO(cli._report_summary("csv", rep, tmp_path, written, 1.0, report)))
+    assert df["loss"].tolist() == ["mse_loss"] and df.loc[0, "passed"] == df.loc[0, "cells"] > 0
+    md = cli._report_summary("markdown", rep, tmp_path, written, 1.0, report)
+    assert md.startswith("## lossparity report\n") and "| mse_loss " in md and "0 failed" in md

@@ -1,0 +1,262 @@
+"""The size sweep (``scaling.csv``) and ``lossparity bench``.
+
+The sweep times the main losses' implementations and their built-ins at sizes from 1e3
+to 1e7 elements (decades; the elements of the first input, e.g. ``(N, C)`` logits), and
+``cross_entropy`` over class counts from 10 to 32,768 at a fixed number of tokens (rows).
+Each point is measured as in :mod:`reports.timing` (forward + backward only, float32, the
+default case, ``reduction="mean"``): the median and its interquartile range, the peak
+memory, the bytes moved and the achieved GB/s beside a copy of the same bytes timed in the
+same run. One row per loss x point x implementation, the built-in included as the variant
+``builtin``; ``builtin_fwd_bwd_ms`` and ``ratio_to_builtin`` set each row beside its
+framework's built-in.
+
+A point is left out (listed, with the reason) when its inputs would not fit in the memory
+the machine has free, and a loss's sweep stops growing once one forward + backward took
+longer than ``SLOW_POINT`` seconds.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+import reference
+from . import timing
+
+SWEEP_LOSSES = ("mse_loss", "l1_loss", "smooth_l1_loss", "huber_loss", "binary_cross_entropy_with_logits",
+                "binary_cross_entropy", "kl_div", "cross_entropy", "nll_loss")
+SIZES = (10 ** 3, 10 ** 4, 10 ** 5, 10 ** 6, 10 ** 7)
+QUICK_SIZES = (10 ** 3, 10 ** 4, 10 ** 5)
+CLASS_LOSSES = ("cross_entropy",)
+CLASSES = (10, 100, 1000, 10000, 32768)
+QUICK_CLASSES = (10, 100, 1000)
+TOKENS = 256           # rows of the class sweep
+QUICK_TOKENS = 64
+# The class axis of the first input, for the losses that have one. In the element sweep
+# these losses hold ``ELEMENT_SWEEP_CLASSES`` classes and the rows grow.
+CLASS_AXIS = {"cross_entropy": 1, "nll_loss": 1}
+ELEMENT_SWEEP_CLASSES = 100
+# Stop a loss's sweep once one forward + backward at a point took longer than this (seconds).
+SLOW_POINT = 2.0
+# A point needs about this many times its first input's float64 bytes free (the draw in
+# float64, the float32 arrays of both frameworks, gradients and temporaries).
+MEMORY_FACTOR = 16
+
+SWEEP = replace(timing.NORMAL, torch_compile=False, forward=False)
+QUICK_SWEEP = replace(timing.QUICK, torch_compile=False, forward=False)
+
+SCALING_COLUMNS = ["loss", "sweep", "framework", "variant", "device", "dtype", "elements", "classes", "shapes",
+                   "fwd_bwd_ms", "fwd_bwd_iqr_ms", "builtin", "builtin_fwd_bwd_ms", "ratio_to_builtin",
+                   "compile_ms", "peak_bytes", "memory_source", "bytes_moved", "gbps", "copy_ms", "copy_gbps",
+                   "cpu_model", "threads", "gpu", "note"]
+
+
+@dataclass(frozen=True)
+class Point:
+    sweep: str            # "elements" or "classes"
+    elements: int         # elements of the first input asked for
+    classes: int | None   # the class count, for a loss with a class axis
+
+
+def mem_available() -> float:
+    """Bytes the kernel reports available (``MemAvailable``), or inf where unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024.0
+    except OSError:
+        pass
+    return math.inf
+
+
+def points(name: str, sizes=SIZES, classes=CLASSES, tokens: int = TOKENS, class_losses=CLASS_LOSSES) -> list[Point]:
+    """The sweep of one loss: ``sizes`` elements, then (for a loss in ``class_losses``)
+    ``classes`` classes at ``tokens`` rows."""
+    axis = CLASS_AXIS.get(name)
+    out = [Point("elements", int(n), ELEMENT_SWEEP_CLASSES if axis is not None else None) for n in sizes or ()]
+    if name in class_losses and axis is not None:
+        out += [Point("classes", int(tokens) * int(c), int(c)) for c in classes or ()]
+    return out
+
+
+def sweep_loss(name: str, pts: list[Point], budget: timing.Budget = SWEEP, devices=None, variants=None,
+               seed: int = 0, log=None) -> tuple[list[dict], list[dict]]:
+    """The scaling rows of one loss over ``pts``, and the points left out ({"loss", "what", "reason"})."""
+    spec = reference.get(name)
+    case = spec.cases[0]
+    axis = CLASS_AXIS.get(name, 1)
+    rows, skipped = [], []
+    stopped = {}  # sweep -> why it stopped growing
+    for p in pts:
+        what = f"classes {p.classes} ({p.elements:g} elements)" if p.sweep == "classes" else f"elements {p.elements:g}"
+        if p.sweep in stopped:
+            skipped.append({"loss": name, "what": what, "reason": stopped[p.sweep]})
+            continue
+        need = MEMORY_FACTOR * 8 * p.elements
+        if need > mem_available():
+            skipped.append({"loss": name, "what": what,
+                            "reason": f"needs about {need / 2**30:.1f} GiB free; {mem_available() / 2**30:.1f} GiB is"})
+            continue
+        start = time.perf_counter()
+        try:
+            sizes = timing.sizes_at(spec, case, p.elements, p.classes, axis)
+            d = timing.draw(spec, case, sizes, seed)
+        except Exception as e:
+            skipped.append({"loss": name, "what": what, "reason": f"the inputs could not be drawn: {timing._error(e)}"})
+            continue
+        slowest, copies = 0.0, {}
+        for framework, device, builtin, measured in timing.measure(name, d, variants, budget, devices):
+            b = measured.get("builtin")
+            b_note = timing._builtin_note(b)
+            b_ms = b.fwd_bwd_ms if isinstance(b, timing.Measured) else math.nan
+            for variant, result in measured.items():
+                row = {"loss": name, "sweep": p.sweep, "framework": framework, "variant": variant, "device": device,
+                       "dtype": timing.DTYPE, "elements": int(np.size(d.inputs[0])),
+                       "classes": (int(np.shape(d.inputs[0])[axis]) if p.classes is not None else math.nan),
+                       "shapes": timing._shapes(d), "builtin": builtin, "builtin_fwd_bwd_ms": b_ms,
+                       "ratio_to_builtin": math.nan, **timing.machine(framework), "note": b_note}
+                if isinstance(result, Exception):
+                    if variant == "builtin":
+                        row["note"] = b_note
+                    else:
+                        row["note"] = "; ".join(filter(None, [f"failed: {timing._error(result)}", b_note]))
+                else:
+                    row.update({k: getattr(result, k) for k in ("fwd_bwd_ms", "fwd_bwd_iqr_ms", "compile_ms",
+                                                                "peak_bytes", "memory_source", "bytes_moved")})
+                    row.update(timing.bandwidth(result, device, budget, copies))
+                    row["note"] = "; ".join(filter(None, [result.note, "" if variant == "builtin" else b_note]))
+                    if not math.isnan(b_ms):
+                        row["ratio_to_builtin"] = result.fwd_bwd_ms / b_ms
+                    slowest = max(slowest, result.fwd_bwd_ms / 1e3)
+                rows.append({c: row.get(c, math.nan) for c in SCALING_COLUMNS})
+        if log is not None:
+            log(f"  {name:<34} {what:<28} {time.perf_counter() - start:6.1f} s")
+        if slowest > SLOW_POINT:
+            stopped[p.sweep] = f"a forward + backward at a smaller point took {slowest:.1f} s"
+    return rows, skipped
+
+
+def sweep(losses=None, sizes=SIZES, classes=CLASSES, tokens: int = TOKENS, budget: timing.Budget = SWEEP,
+          devices=None, variants=None, class_losses=CLASS_LOSSES, seed: int = 0,
+          log=None) -> tuple[list[dict], list[dict]]:
+    """The scaling rows of every loss in ``losses`` (default: ``SWEEP_LOSSES``), and what was left out."""
+    rows, skipped = [], []
+    for name in losses or SWEEP_LOSSES:
+        r, s = sweep_loss(name, points(name, sizes, classes, tokens, class_losses), budget, devices, variants,
+                          seed, log)
+        rows += r
+        skipped += s
+    return rows, skipped
+
+
+def scaling_frame(rows: list[dict]):
+    import pandas as pd
+    return pd.DataFrame(rows, columns=SCALING_COLUMNS)
+
+
+# -- printing -----------------------------------------------------------------------------
+
+def _ms(x) -> str:
+    return "" if x is None or (isinstance(x, float) and math.isnan(x)) else (f"{x:.3f}" if x < 10 else f"{x:.1f}")
+
+
+def _num(x, digits: int = 3) -> str:
+    return "" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}g}"
+
+
+def _mib(x) -> str:
+    return "" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x / 2**20:.2f}"
+
+
+def timings_table(df) -> str:
+    from tabulate import tabulate
+    rows = [[r.loss, f"{r.framework}.{r.variant}", r.device, r.shapes, _ms(r.fwd_bwd_ms), _ms(r.fwd_bwd_iqr_ms),
+             _ms(r.compile_ms), _ms(r.compiled_fwd_bwd_ms), _ms(r.builtin_fwd_bwd_ms), _num(r.ratio_to_builtin, 2),
+             _mib(r.peak_bytes), _num(r.gbps), _num(r.copy_gbps)] for r in df.itertuples()]
+    return tabulate(rows, headers=["loss", "implementation", "device", "shapes", "fwd+bwd ms", "iqr", "compile ms",
+                                   "compiled ms", "built-in ms", "ratio", "peak MiB", "GB/s", "copy GB/s"],
+                    disable_numparse=True)
+
+
+def scaling_table(df) -> str:
+    """One line per loss x point: each implementation's forward + backward ms, the copy
+    yardstick's GB/s and the best implementation's GB/s."""
+    from tabulate import tabulate
+    if df.empty:
+        return "(no points)"
+    labels = list(dict.fromkeys(f"{f}.{v}" for f, v in zip(df["framework"], df["variant"])))
+    rows = []
+    keys = ["loss", "sweep", "device", "elements", "classes"]
+    for key, g in df.groupby(keys, sort=False, dropna=False):
+        ms = {f"{r.framework}.{r.variant}": r.fwd_bwd_ms for r in g.itertuples()}
+        classes = "" if isinstance(key[4], float) and math.isnan(key[4]) else str(int(key[4]))
+        rows.append([key[0], key[1], key[2], f"{key[3]:.3g}", classes] + [_ms(ms.get(lab, math.nan)) for lab in labels]
+                    + [_num(g["gbps"].max()), _num(g["copy_gbps"].iloc[0]), _mib(g["peak_bytes"].max())])
+    return tabulate(rows, headers=keys + [f"{lab} ms" for lab in labels] + ["best GB/s", "copy GB/s", "peak MiB"],
+                    disable_numparse=True)
+
+
+# -- lossparity bench ------------------------------------------------------------------------
+
+def write_csv(df, path) -> None:
+    from .report import write_csv as write
+    write(df, path)
+
+
+def run_sweep(out=None, losses=None, sizes=SIZES, classes=CLASSES, tokens: int = TOKENS, quick: bool = False,
+              devices=None, variants=None, seed: int = 0, log=print):
+    """The sweep as a DataFrame (written to ``out/scaling.csv`` when ``out`` is given), and
+    what it left out."""
+    budget = QUICK_SWEEP if quick else SWEEP
+    start, cpu = time.perf_counter(), time.process_time()
+    if log is not None:
+        n = len(losses or SWEEP_LOSSES)
+        log(f"sweep: {n} losses, sizes {', '.join(f'{s:g}' for s in sizes or ())}; cross_entropy classes "
+            f"{', '.join(map(str, classes or ()))} at {tokens} tokens")
+    rows, skipped = sweep(losses, sizes, classes, tokens, budget, devices, variants, seed=seed, log=log)
+    df = scaling_frame(rows)
+    if out is not None:
+        from pathlib import Path
+        write_csv(df, Path(out) / "scaling.csv")
+    if log is not None:
+        log(f"sweep: {len(df)} rows, {time.perf_counter() - start:.1f} s ({time.process_time() - cpu:.1f} s of CPU)")
+    return df, skipped
+
+
+def bench(out, losses=None, sizes=None, classes=None, tokens=None, quick: bool = False, devices=None,
+          with_timings: bool = True, with_sweep: bool = True, torch_compile: bool = True, seed: int = 0,
+          log=print) -> dict:
+    """``lossparity bench``: the timings of ``losses`` (default ``SWEEP_LOSSES``) into
+    ``out/timings.csv`` and their sweep into ``out/scaling.csv``; returns the frames."""
+    from pathlib import Path
+
+    from .report import timings_frame
+    losses = list(losses or SWEEP_LOSSES)
+    out = Path(out)
+    result = {}
+    if with_timings:
+        budget = timing.QUICK if quick else replace(timing.NORMAL, torch_compile=torch_compile)
+        start = time.perf_counter()
+        rows, skipped = [], []
+        for name in losses:
+            t = time.perf_counter()
+            r, s = timing.time_loss(name, budget=budget, seed=seed, devices=devices)
+            rows += r
+            skipped += s
+            if log is not None:
+                log(f"  timings {name:<34} {time.perf_counter() - t:6.1f} s")
+        df = timings_frame(rows)
+        write_csv(df, out / "timings.csv")
+        result["timings"], result["timings_skipped"] = df, skipped
+        if log is not None:
+            log(f"timings: {len(df)} rows, {time.perf_counter() - start:.1f} s")
+    if with_sweep:
+        df, skipped = run_sweep(out, losses, sizes or (QUICK_SIZES if quick else SIZES),
+                                classes or (QUICK_CLASSES if quick else CLASSES),
+                                tokens or (QUICK_TOKENS if quick else TOKENS), quick, devices, seed=seed, log=log)
+        result["scaling"], result["scaling_skipped"] = df, skipped
+    return result

@@ -1,0 +1,159 @@
+"""The timing harness itself: timings.csv's columns, the machine, memory and bandwidth
+columns, the size sweep (scaling.csv), ``lossparity bench``, and (slow) the
+linear_cross_entropy memory target.
+
+Everything here but the last test runs at tiny sizes with short measurements: it checks
+what the harness records, not how fast anything is."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pandas as pd
+import pytest
+
+import reference
+from reports import bench, cli, memory, timing
+
+TINY = replace(timing.QUICK, min_run_time=0.001, block_time=1e-4)
+
+
+def _positive(x) -> bool:
+    return isinstance(x, (int, float)) and not math.isnan(x) and x > 0
+
+
+@pytest.fixture(scope="module")
+def mse_rows():
+    rows, skipped = timing.time_loss("mse_loss", variants=["function", "custom_vjp"], budget=TINY)
+    assert skipped == []
+    return rows
+
+
+def test_timings_rows_have_every_column_and_the_machine(mse_rows):
+    assert sorted((r["framework"], r["variant"]) for r in mse_rows) == [("jax", "custom_vjp"), ("torch", "function")]
+    for r in mse_rows:
+        assert list(r) == timing.COLUMNS
+        assert isinstance(r["cpu_model"], str) and r["cpu_model"]
+        assert isinstance(r["threads"], int) and r["threads"] >= 1
+        assert isinstance(r["gpu"], str) and r["gpu"]
+        assert r["builtin"] and r["note"] == "", r["note"]
+        for column in ("fwd_ms", "fwd_bwd_ms", "builtin_fwd_bwd_ms", "ratio_to_builtin", "compiled_fwd_bwd_ms"
+                       if r["framework"] == "jax" else "fwd_ms"):
+            assert _positive(r[column]), (column, r[column])
+        assert r["fwd_bwd_iqr_ms"] >= 0 or math.isnan(r["fwd_bwd_iqr_ms"])
+    jax_row = next(r for r in mse_rows if r["framework"] == "jax")
+    assert _positive(jax_row["compile_ms"]) and jax_row["compiled_fwd_bwd_ms"] == jax_row["fwd_bwd_ms"]
+
+
+def test_bandwidth_columns_are_positive_and_consistent(mse_rows):
+    for r in mse_rows:
+        # input and target read, the gradient of each differentiable one written (float32), a scalar written
+        assert r["bytes_moved"] == 4 * r["size"] * (2 + len(reference.get("mse_loss").differentiable)) + 4
+        for column in ("gbps", "copy_ms", "copy_gbps"):
+            assert _positive(r[column]), (column, r[column])
+        assert r["gbps"] == pytest.approx(r["bytes_moved"] / r["fwd_bwd_ms"] / 1e6)
+        assert r["copy_gbps"] == pytest.approx(r["bytes_moved"] / r["copy_ms"] / 1e6)
+
+
+def test_memory_columns(mse_rows):
+    torch_row = next(r for r in mse_rows if r["framework"] == "torch")
+    jax_row = next(r for r in mse_rows if r["framework"] == "jax")
+    # XLA's buffer assignment: at least the gradient it returns (float32, the input's size)
+    assert jax_row["memory_source"] == "xla_memory_analysis" and jax_row["peak_bytes"] >= 4 * jax_row["size"]
+    assert jax_row["builtin_peak_bytes"] >= 4 * jax_row["size"]
+    if timing.rss_available():
+        assert torch_row["memory_source"] == "rss" and torch_row["peak_bytes"] >= 0
+        assert torch_row["peak_rss_bytes"] > 10 * 2**20  # the whole process: libraries included
+
+
+@pytest.mark.skipif(not timing.rss_available(), reason="no resettable RSS high-water mark here")
+def test_rss_peak_sees_an_allocation():
+    n = 16 * 2**20
+    added, peak = timing.rss_peak(lambda: np.ones(n, np.uint8).sum())
+    assert added >= 0.9 * n and peak >= added
+
+
+def test_xla_peak_counts_outputs_and_temporaries():
+    compiled = jax.jit(lambda x: (jnp.sin(x) * 2).sum() + x * 3).lower(jnp.ones(1000, jnp.float32)).compile()
+    assert timing.xla_peak(compiled) >= 4000
+
+
+def test_sizes_at_sets_the_elements_and_the_classes():
+    ce, mse = reference.get("cross_entropy"), reference.get("mse_loss")
+    assert timing.sizes_at(mse, mse.cases[0], 1000) == {"shape": (250, 4)}
+    assert timing.sizes_at(ce, ce.cases[0], 640, classes=10) == {"shape": (64, 10)}
+    assert bench.points("cross_entropy", sizes=(1000,), classes=(10, 20), tokens=8) == [
+        bench.Point("elements", 1000, bench.ELEMENT_SWEEP_CLASSES), bench.Point("classes", 80, 10),
+        bench.Point("classes", 160, 20)]
+    assert bench.points("mse_loss", sizes=(1000,), classes=(10,)) == [bench.Point("elements", 1000, None)]
+
+
+def test_a_tiny_sweep():
+    budget = replace(bench.QUICK_SWEEP, min_run_time=0.001, block_time=1e-4)
+    rows, skipped = bench.sweep_loss("mse_loss", bench.points("mse_loss", sizes=(64, 512)), budget,
+                                     variants=["function", "custom_vjp"])
+    ce_points = bench.points("cross_entropy", sizes=(64,), classes=(3, 7), tokens=4)
+    ce_rows, ce_skipped = bench.sweep_loss("cross_entropy", ce_points, budget, variants=["function"])
+    rows, skipped = rows + ce_rows, skipped + ce_skipped
+    assert skipped == []
+    df = pd.DataFrame(rows)
+    assert list(df.columns) == bench.SCALING_COLUMNS
+    mse = df[df["loss"] == "mse_loss"]
+    assert sorted(mse["elements"].unique()) == [64, 512]
+    assert set(zip(mse["framework"], mse["variant"])) == {("torch", "function"), ("torch", "builtin"),
+                                                          ("jax", "custom_vjp"), ("jax", "builtin")}
+    assert (mse["fwd_bwd_ms"] > 0).all() and (mse["gbps"] > 0).all() and (mse["copy_gbps"] > 0).all()
+    assert (mse["builtin_fwd_bwd_ms"] > 0).all()
+    assert (mse[mse["variant"] == "builtin"]["ratio_to_builtin"] == 1).all()
+    classes = df[(df["loss"] == "cross_entropy") & (df["sweep"] == "classes")]
+    assert sorted(classes["classes"].unique()) == [3, 7]
+    assert set(classes["shapes"]) == {"4x3 / 4", "4x7 / 4"}
+    assert (df[(df["loss"] == "cross_entropy") & (df["sweep"] == "elements")]["classes"]
+            == bench.ELEMENT_SWEEP_CLASSES).all()
+    assert set(df["cpu_model"]) == {timing.cpu_model()}
+
+
+def test_bench_command_writes_scaling_csv(tmp_path, capsys):
+    assert cli.main(["bench", "--losses", "l1_loss", "--sizes", "100", "--quick", "--no-timings",
+                     "--out", str(tmp_path)]) == 0
+    df = pd.read_csv(tmp_path / "scaling.csv")
+    assert list(df.columns) == bench.SCALING_COLUMNS and set(df["elements"]) == {100}
+    out = capsys.readouterr().out
+    assert "l1_loss" in out and "copy GB/s" in out and "scaling.csv" in out
+
+
+def test_bench_command_refuses_bad_sizes(capsys):
+    assert cli.main(["bench", "--sizes", "1e3,lots"]) == 2
+    assert "--sizes" in capsys.readouterr().err
+
+
+def test_memory_ratios_and_target():
+    rows = [{"implementation": "ours.module", "chunk_size": None, "peak_bytes": 1000},
+            {"implementation": "ours.module", "chunk_size": 8, "peak_bytes": 240},
+            {"implementation": "ours.function", "chunk_size": None, "peak_bytes": 1000},
+            {"implementation": "ours.function", "chunk_size": 8, "peak_bytes": 260}]
+    memory._ratios(rows)
+    assert [r.get("target_met") for r in rows] == [None, True, None, False]
+    assert rows[1]["ratio_to_unchunked"] == pytest.approx(0.24)
+
+
+@pytest.mark.slow
+def test_linear_cross_entropy_chunked_peak_is_at_most_a_quarter():
+    """8192 tokens x hidden 1024 x 65,536 classes, float32, forward + backward, each path in
+    its own process: chunked (1024 rows) peak <= 1/4 of unchunked, same values and gradients.
+    Minutes, and about 7 GiB at the unchunked paths' peak."""
+    paths = ("ours.module.chunked", "ours.module.unchunked", "ours.function.chunked", "ours.function.unchunked")
+    need = max(memory.estimate(p, memory.TOKENS, memory.HIDDEN, memory.VOCAB, memory.CHUNK) for p in paths)
+    if need + memory.MARGIN > memory._mem_available():
+        pytest.skip(f"needs about {(need + memory.MARGIN) / 2**30:.1f} GiB available")
+    rows = memory.run(paths, log=lambda m: None)
+    table = memory.table(rows)
+    assert all(r["peak_bytes"] for r in rows), table
+    for r in rows:
+        assert r["agrees"], table
+        if r["chunk_size"] is not None:
+            assert r["target_met"], table
