@@ -25,6 +25,7 @@ import numpy as np
 
 import reference
 from . import timing
+from .system import mem_available
 
 SWEEP_LOSSES = ("mse_loss", "l1_loss", "smooth_l1_loss", "huber_loss", "binary_cross_entropy_with_logits",
                 "binary_cross_entropy", "kl_div", "cross_entropy", "nll_loss")
@@ -59,18 +60,6 @@ class Point:
     sweep: str            # "elements" or "classes"
     elements: int         # elements of the first input asked for
     classes: int | None   # the class count, for a loss with a class axis
-
-
-def mem_available() -> float:
-    """Bytes the kernel reports available (``MemAvailable``), or inf where unknown."""
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024.0
-    except OSError:
-        pass
-    return math.inf
 
 
 def points(name: str, sizes=SIZES, classes=CLASSES, tokens: int = TOKENS, class_losses=CLASS_LOSSES) -> list[Point]:

@@ -11,6 +11,7 @@ The tests (``tests/test_matrix.py``) and the report both run cells from here.
 
 from __future__ import annotations
 
+import os
 import zlib
 from dataclasses import dataclass
 
@@ -110,6 +111,32 @@ def half_reduction(spec, case) -> str:
         if reduction in reductions:
             return reduction
     return reductions[0]
+
+
+def jax_cache_dir() -> str | None:
+    """Where the parity workers and the tests keep JAX's persistent compilation cache:
+    ``$LOSSPARITY_JAX_CACHE`` (empty turns it off), else ``$XDG_CACHE_HOME/lossparity/jax``
+    (``~/.cache/...``)."""
+    configured = os.environ.get("LOSSPARITY_JAX_CACHE")
+    if configured is not None:
+        return configured or None
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "lossparity", "jax")
+
+
+def use_compilation_cache() -> None:
+    """Turn on JAX's persistent compilation cache (``jax_cache_dir``) in this process, for every
+    program however quick to compile. Most of an eager JAX cell's time is XLA compiling its
+    operations one by one, for each shape and dtype; the cache keeps them across processes and
+    runs. It changes no number. Not for timings: they must compile afresh."""
+    cache = jax_cache_dir()
+    if cache:
+        try:
+            os.makedirs(cache, exist_ok=True)
+            jax.config.update("jax_compilation_cache_dir", cache)
+            jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+        except OSError:
+            pass
 
 
 def device_available(framework: str, device: str) -> bool:

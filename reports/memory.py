@@ -50,6 +50,8 @@ import threading
 import time
 from pathlib import Path
 
+from .system import mem_available, proc_status
+
 TOKENS, HIDDEN, VOCAB, CHUNK = 8192, 1024, 65536, 1024
 TARGET_RATIO = 0.25
 PATHS = ("ours.module.chunked", "ours.module.unchunked", "ours.function.chunked", "ours.function.unchunked",
@@ -66,17 +68,6 @@ COLUMNS = ["path", "implementation", "chunk_size", "tokens", "hidden", "vocab", 
            "cpu_model", "threads", "note"]
 
 
-def _mem_available() -> float:
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024.0
-    except OSError:
-        pass
-    return math.inf
-
-
 def estimate(path: str, tokens: int, hidden: int, vocab: int, chunk: int) -> float:
     """Bytes a path is expected to add at its peak (a generous guess, to decide whether it may start)."""
     rows = tokens if path.endswith(".unchunked") else min(chunk, tokens)
@@ -85,20 +76,10 @@ def estimate(path: str, tokens: int, hidden: int, vocab: int, chunk: int) -> flo
 
 # -- the worker (one path, in its own process) ---------------------------------------------
 
-def _status() -> dict:
-    out = {}
-    with open("/proc/self/status") as f:
-        for line in f:
-            key, _, value = line.partition(":")
-            if key in ("VmRSS", "VmHWM"):
-                out[key] = int(value.split()[0]) * 1024
-    return out
-
-
 def _watchdog(floor: float) -> None:
     def watch():
         while True:
-            if _mem_available() < floor:
+            if mem_available() < floor:
                 print(json.dumps({"error": f"stopped: the machine's available memory fell below "
                                            f"{floor / 2**30:.1f} GiB"}), flush=True)
                 os._exit(3)
@@ -142,12 +123,12 @@ def worker(path: str, tokens: int, hidden: int, vocab: int, chunk: int, out: Pat
     libc.malloc_trim(0)
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")
-    before = _status()["VmRSS"]
+    before = proc_status()["VmRSS"]
     start = time.perf_counter()
     value = loss(x, w, target, chunk_size)
     d_x, d_w = torch.autograd.grad(value, [x, w])
     seconds = time.perf_counter() - start
-    hwm = _status()["VmHWM"]
+    hwm = proc_status()["VmHWM"]
     out.mkdir(parents=True, exist_ok=True)
     np.save(out / "value.npy", value.detach().numpy())
     np.save(out / "d_input.npy", d_x.numpy())
@@ -195,7 +176,7 @@ def run(paths=PATHS, tokens: int = TOKENS, hidden: int = HIDDEN, vocab: int = VO
             impl, how = path.rsplit(".", 1)
             row = {**base, "path": path, "implementation": impl, "chunk_size": chunk if how == "chunked" else None,
                    "memory_source": "rss", "note": ""}
-            need, available = estimate(path, tokens, hidden, vocab, chunk), _mem_available()
+            need, available = estimate(path, tokens, hidden, vocab, chunk), mem_available()
             if need + MARGIN > available:
                 row["note"] = (f"not run: needs about {need / 2**30:.1f} GiB (+{MARGIN / 2**30:.0f} GiB margin), "
                                f"{available / 2**30:.1f} GiB available")

@@ -18,12 +18,12 @@ from __future__ import annotations
 
 import io
 import math
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from .system import atomic_write
 
 DPI = 100
 # Relative errors below the floor are drawn at it (an exact zero has no place on a log
@@ -64,21 +64,7 @@ def _save(fig, path) -> Path:
     buf = io.BytesIO()
     # No timestamp or version in the PNG's metadata: the same data draws the same bytes.
     fig.savefig(buf, format="png", dpi=DPI, metadata={"Software": None})
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(buf.getvalue())
-        mask = os.umask(0o022)
-        os.umask(mask)
-        os.chmod(tmp, 0o666 & ~mask)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    return path
+    return atomic_write(path, buf.getvalue())
 
 
 def _label(variant: str) -> str:

@@ -18,7 +18,6 @@ import os
 import platform
 import re
 import sys
-import tempfile
 import time
 import warnings
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -34,6 +33,7 @@ import jax_impl
 import reference
 import torch_impl
 from . import matrix, timing
+from .system import atomic_write
 
 PARITY_COLUMNS = ["loss", "case", "reduction", "framework", "variant", "dtype", "device",
                   "value_abs_err", "value_rel_err", "grad_abs_err", "grad_rel_err",
@@ -199,32 +199,14 @@ def run_loss(name: str, variants=None, dtypes=None, seed: int = 0, with_referenc
     return run
 
 
-def jax_cache_dir() -> str | None:
-    """Where the parity workers keep JAX's persistent compilation cache: ``$LOSSPARITY_JAX_CACHE``
-    (empty turns it off), else ``$XDG_CACHE_HOME/lossparity/jax`` (``~/.cache/...``)."""
-    configured = os.environ.get("LOSSPARITY_JAX_CACHE")
-    if configured is not None:
-        return configured or None
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(base, "lossparity", "jax")
-
-
 def _worker_init() -> None:
     """A parity worker: one torch thread (the workers share the cores; the cells are small), and
     JAX's persistent compilation cache, since most of a JAX cell's time is XLA compiling its
     operations one by one. It changes no number; only workers use it, so the timings, run in
     the main process afterwards, always compile afresh."""
-    import jax
     import torch
     torch.set_num_threads(1)
-    cache = jax_cache_dir()
-    if cache:
-        try:
-            os.makedirs(cache, exist_ok=True)
-            jax.config.update("jax_compilation_cache_dir", cache)
-            jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-        except OSError:
-            pass
+    matrix.use_compilation_cache()
 
 
 # A worker that holds more than this (bytes) drops JAX's in-memory caches after a loss: the
@@ -335,30 +317,6 @@ def write_csv(df: pd.DataFrame, path: Path) -> None:
     exact = {c: df[c].map(lambda v: "" if pd.isna(v) else repr(float(v))) for c in EXACT_COLUMNS if c in df}
     atomic_write(path, df.assign(**exact).to_csv(index=False, float_format=FLOAT_FORMAT, na_rep="",
                                                  lineterminator="\n"))
-
-
-def atomic_write(path: Path, text: str) -> None:
-    """Write ``text`` to a temporary file beside ``path``, then ``os.replace`` it into place."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it private; the report is not
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-
-
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
 
 
 # -- the report ----------------------------------------------------------------------------

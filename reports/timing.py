@@ -86,6 +86,7 @@ import jax_impl
 import reference
 import torch_impl
 from . import matrix
+from .system import proc_status
 
 COLUMNS = ["loss", "framework", "variant", "dtype", "device", "size", "shapes",
            "fwd_ms", "fwd_iqr_ms", "fwd_bwd_ms", "fwd_bwd_iqr_ms", "compile_ms", "compiled_fwd_bwd_ms",
@@ -191,17 +192,6 @@ def _malloc_trim():
         return None
 
 
-def _status() -> dict:
-    """VmRSS and VmHWM of this process, in bytes."""
-    out = {}
-    with open("/proc/self/status") as f:
-        for line in f:
-            key, _, value = line.partition(":")
-            if key in ("VmRSS", "VmHWM"):
-                out[key] = int(value.split()[0]) * 1024
-    return out
-
-
 def _reset_peak_rss() -> bool:
     trim = _malloc_trim()
     if trim is not None:
@@ -218,7 +208,7 @@ def _reset_peak_rss() -> bool:
 def rss_available() -> bool:
     """Whether this process can reset and read its RSS high-water mark (Linux)."""
     try:
-        return _reset_peak_rss() and "VmHWM" in _status()
+        return _reset_peak_rss() and "VmHWM" in proc_status()
     except OSError:
         return False
 
@@ -232,9 +222,9 @@ def rss_peak(f, calls: int = MEMORY_CALLS) -> tuple[float, float]:
     added, peak = 0, 0
     for _ in range(calls):
         _reset_peak_rss()
-        before = _status()["VmRSS"]
+        before = proc_status()["VmRSS"]
         f()
-        hwm = _status()["VmHWM"]
+        hwm = proc_status()["VmHWM"]
         added, peak = max(added, hwm - before), max(peak, hwm)
     return float(added), float(peak)
 

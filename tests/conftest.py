@@ -19,7 +19,13 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 from hypothesis import HealthCheck, settings  # noqa: E402
 
+from reports import matrix  # noqa: E402
+
 jax.config.update("jax_enable_x64", True)
+# JAX's persistent compilation cache (``$LOSSPARITY_JAX_CACHE``, default ~/.cache/lossparity/jax),
+# shared with the report's parity workers: most of an eager JAX test's time is XLA compiling
+# its operations one by one, and a later run reads them back instead.
+matrix.use_compilation_cache()
 
 # The test arrays are tiny: a second intra-op thread only spins. Measured on the matrix's
 # torch cells: 1 thread took a third of the CPU time of 2 (1.2 s vs 4.1 s for 548 cells).
