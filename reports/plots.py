@@ -295,12 +295,12 @@ def timing_ratios(timings: pd.DataFrame, path) -> Path | None:
         ax.grid(axis="x", which="major", color="#cccccc", linewidth=0.6)
         ax.grid(axis="y", which="major", color="#eeeeee", linewidth=0.5)
         ax.set_xlabel("forward + backward time / the built-in's (log)", fontsize=9)
-        ax.set_title(f"{device}: left of 1 = faster than the built-in", fontsize=10)
         ax.xaxis.set_major_formatter(_ratio_formatter())
         if len(losses) > 15:  # a tall chart: the scale at the top too
             ax.tick_params(axis="x", top=True, labeltop=True)
-        ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0 + 0.35 / height),
-                  ncol=2, fontsize=8, frameon=False)
+        # The device's line as the legend's title: a separate axes title would sit under the legend.
+        ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0 + 0.35 / height), ncol=2, fontsize=8, frameon=False,
+                  title=f"{device}: left of 1 = faster than the built-in", title_fontsize=10)
     return _save(fig, path)
 
 

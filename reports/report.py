@@ -886,7 +886,9 @@ def report_page(report: Report, pictures: Pictures | None = None) -> list:
                      f"{_fmt(matrix.FD_STEP)})", _fmt(matrix.FD_RTOL), _fmt(matrix.FD_ATOL)])
     blocks += [heading(3, "Tolerances"),
                para("A cell passes where every element of the value and of each gradient satisfies "
-                    "|actual - expected| <= atol + rtol * |expected| (torch.testing's defaults per dtype); "
+                    "|actual - expected| <= atol + rtol * |expected| (torch.testing's defaults for float64 and "
+                    "float32; for float16 and bfloat16 derived from the format's unit roundoff u: rtol = 8u, "
+                    "atol = u); "
                     "`err / tol` is the largest ratio of the two sides, so 1 is the edge."),
                table(tol_rows, ["dtype", "rtol", "atol"])]
 
@@ -1168,6 +1170,29 @@ def claims_blocks(spec) -> list:
             para("Sources: " + notes + ".")]
 
 
+def hyperparameter_requirements(spec) -> dict[str, list[str]]:
+    """Per hyperparameter, what the shared checks require of it: the ``must ...`` clause of the
+    error that the reference raises on each of the spec's bad inputs that changes only that
+    hyperparameter (``"label_smoothing must be a number in [0.0, 1.0]; got 1.5"`` gives
+    ``"a number in [0.0, 1.0]"``), in the order declared, without repeats."""
+    inputs, kw = spec.draw(np.random.default_rng(matrix.seed_for(spec.name, spec.cases[0].name)))
+    kw = spec.bind(inputs, kw)
+    out: dict[str, list[str]] = {}
+    for bad in spec.bad_inputs:
+        bad_inputs, bad_kw = bad.mutate(inputs, dict(kw))
+        changed = [k for k in kw if bad_kw.get(k) is not kw[k]]
+        if len(changed) != 1 or any(a is not b for a, b in zip(bad_inputs, inputs)):
+            continue
+        name = changed[0]
+        try:
+            reference.loss(spec.name, *bad_inputs, **bad_kw)
+        except (TypeError, ValueError, IndexError) as e:
+            m = re.match(rf"{re.escape(name)} must (?:be )?(.*?)(?:; got .*)?$", str(e), re.S)
+            if m and m.group(1) not in out.setdefault(name, []):
+                out[name].append(m.group(1))
+    return out
+
+
 def loss_page(name: str, parity: pd.DataFrame, timings: pd.DataFrame, failures: list, skipped: list,
               fmt: str = "markdown", pictures: dict | None = None) -> list:
     """One loss's page. ``pictures`` ({"parity": path, "scaling": path}, relative to the page)
@@ -1187,7 +1212,11 @@ def loss_page(name: str, parity: pd.DataFrame, timings: pd.DataFrame, failures: 
                heading(2, "Gradient"), para(doc(inspect.getdoc(spec.vjp_fn) or "") or "(no docstring)")]
 
     blocks.append(heading(2, "Hyperparameters"))
-    blocks.append(table([[f"`{k}`", f"`{_value(v)}`"] for k, v in spec.defaults.items()], ["name", "default"]))
+    required = hyperparameter_requirements(spec)
+    blocks.append(table([[f"`{k}`", f"`{_value(v)}`", "; ".join(required.get(k, [])) or "-"]
+                         for k, v in spec.defaults.items()], ["name", "default", "valid values"]))
+    blocks.append(para("Valid values are what the shared checks require, read from their errors on the spec's "
+                       "declared bad inputs (`-`: none declared besides the type)."))
     if spec.array_params:
         blocks.append(para(f"Array hyperparameters ({', '.join(spec.array_params)}) are passed as the "
                            "framework's own array type."))
