@@ -1172,14 +1172,14 @@ def claims_blocks(spec) -> list:
 
 def hyperparameter_requirements(spec) -> dict[str, list[str]]:
     """Per hyperparameter, what the shared checks require of it: the ``must ...`` clause of the
-    error that the reference raises on each of the spec's bad inputs that changes only that
-    hyperparameter (``"label_smoothing must be a number in [0.0, 1.0]; got 1.5"`` gives
+    error that the reference raises on an unknown reduction and on each of the spec's bad inputs
+    that changes only that hyperparameter (``"label_smoothing must be a number in [0.0, 1.0]; got 1.5"`` gives
     ``"a number in [0.0, 1.0]"``), in the order declared, without repeats."""
     inputs, kw = spec.draw(np.random.default_rng(matrix.seed_for(spec.name, spec.cases[0].name)))
     kw = spec.bind(inputs, kw)
     out: dict[str, list[str]] = {}
-    for bad in spec.bad_inputs:
-        bad_inputs, bad_kw = bad.mutate(inputs, dict(kw))
+    unknown_reduction = (inputs, {**kw, "reduction": "avg"})  # the check every loss shares
+    for bad_inputs, bad_kw in [unknown_reduction] + [bad.mutate(inputs, dict(kw)) for bad in spec.bad_inputs]:
         changed = [k for k in kw if bad_kw.get(k) is not kw[k]]
         if len(changed) != 1 or any(a is not b for a, b in zip(bad_inputs, inputs)):
             continue
@@ -1215,8 +1215,8 @@ def loss_page(name: str, parity: pd.DataFrame, timings: pd.DataFrame, failures: 
     required = hyperparameter_requirements(spec)
     blocks.append(table([[f"`{k}`", f"`{_value(v)}`", "; ".join(required.get(k, [])) or "-"]
                          for k, v in spec.defaults.items()], ["name", "default", "valid values"]))
-    blocks.append(para("Valid values are what the shared checks require, read from their errors on the spec's "
-                       "declared bad inputs (`-`: none declared besides the type)."))
+    blocks.append(para("Valid values are what the shared checks require, read from their errors on an unknown "
+                       "reduction and on the spec's declared bad inputs (`-`: none declared)."))
     if spec.array_params:
         blocks.append(para(f"Array hyperparameters ({', '.join(spec.array_params)}) are passed as the "
                            "framework's own array type."))
