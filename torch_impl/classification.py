@@ -13,7 +13,8 @@ import torch
 import torch.nn.functional as F
 
 from reference.reductions import reduce, reduce_vjp
-from .core import _transforms_active, alias, builtin, cotangent, function, in_place_ok, module, one_hot, scaled, take
+from .core import (_transforms_active, alias, builtin, cotangent, function, in_place_ok, logaddexp, module,
+                   one_hot, scaled, take)
 
 LOG_CLAMP = -100.0  # torch clamps each log of binary_cross_entropy at -100
 
@@ -649,7 +650,7 @@ SigmoidBinaryCrossEntropy = alias("sigmoid_binary_cross_entropy", "SigmoidBinary
 def _focal_parts(logits, labels):
     log_p, log_q = F.logsigmoid(logits), F.logsigmoid(-logits)
     ce = -(labels * log_p + (1.0 - labels) * log_q)
-    log_1m_pt = torch.logaddexp(log_p + torch.log1p(-labels), log_q + torch.log(labels))
+    log_1m_pt = logaddexp(log_p + torch.log1p(-labels), log_q + torch.log(labels))  # log(y q + (1 - y) p)
     return log_p, log_q, ce, log_1m_pt
 
 

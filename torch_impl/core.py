@@ -45,6 +45,20 @@ def one_hot(index: torch.Tensor, num_classes: int, dtype: torch.dtype) -> torch.
     return (index.unsqueeze(-1) == torch.arange(num_classes, device=index.device)).to(dtype)
 
 
+def logaddexp(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``log(exp(a) + exp(b))`` with the larger term factored out (a constant to autograd: its
+    derivative cancels exactly), for graphs that autograd differentiates. Not ``torch.logaddexp``:
+    its backward divides by ``1 + exp(b - a)``, which is NaN where both are ``-inf`` (CTC's
+    unreachable states) and, differentiated again, inf / inf = NaN once a and b lie further apart
+    than exp's range (a focal loss's saturated logits, a hard label's log 0). Here the gradient
+    is 0 where both are ``-inf``."""
+    m = torch.maximum(a, b).detach()
+    reachable = torch.isfinite(m)
+    m = torch.where(reachable, m, 0.0)
+    total = torch.exp(a - m) + torch.exp(b - m)
+    return torch.where(reachable, m + torch.log(torch.where(reachable, total, 1.0)), float("-inf"))
+
+
 def class_major(x: torch.Tensor) -> torch.Tensor:
     """(..., C) as (C, B), B = the product of the leading dimensions, contiguous. torch's CPU
     kernels broadcast and reduce over a long last dimension ~5-10x faster than over a last

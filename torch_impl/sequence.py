@@ -5,7 +5,7 @@ batch with a Python loop over time: a functional over torch ops (the ``module``
 variant, autograd differentiates the alpha recursion) and an ``autograd.Function``
 whose backward is the reference's VJP (the occupancy from alpha and beta) in torch ops.
 
-Log 0 is ``-inf``; ``_logaddexp`` keeps autograd free of NaN where both terms are
+Log 0 is ``-inf``; ``core.logaddexp`` keeps autograd free of NaN where both terms are
 ``-inf`` (an unreachable state), which ``torch.logaddexp``'s backward is not.
 """
 
@@ -15,21 +15,12 @@ import torch
 import torch.nn.functional as F
 
 from reference.reductions import reduce, reduce_vjp
-from .core import builtin, function, module, one_hot
+from .core import builtin, function, logaddexp, module, one_hot
 
 NEG_INF = float("-inf")
 
 
 # -- the pieces of the recursion -----------------------------------------------------
-
-def _logaddexp(a, b):
-    """``log(exp(a) + exp(b))``, with a gradient of 0 (not NaN) where both are ``-inf``."""
-    m = torch.maximum(a, b).detach()
-    reachable = torch.isfinite(m)
-    m = torch.where(reachable, m, 0.0)
-    total = torch.exp(a - m) + torch.exp(b - m)
-    return torch.where(reachable, m + torch.log(torch.where(reachable, total, 1.0)), NEG_INF)
-
 
 def batched(log_probs, targets, input_lengths, target_lengths):
     if log_probs.ndim == 3:
@@ -79,8 +70,8 @@ def alpha(em, skip, input_lengths):
     prev = torch.where(s == 0, 0.0, NEG_INF).to(em.dtype).expand(n, states)
     alphas = []
     for t in range(steps):
-        a = _logaddexp(prev, _shift(prev, 1))
-        a = torch.where(skip, _logaddexp(a, _shift(prev, 2)), a) + em[t]
+        a = logaddexp(prev, _shift(prev, 1))
+        a = torch.where(skip, logaddexp(a, _shift(prev, 2)), a) + em[t]
         alphas.append(a)
         prev = torch.where((t < input_lengths)[:, None], a, prev)
     return (torch.stack(alphas) if alphas else em.new_zeros((0, n, states))), prev
@@ -89,7 +80,7 @@ def alpha(em, skip, input_lengths):
 def log_likelihood(last_alpha, target_lengths):
     end = last_alpha.gather(1, (2 * target_lengths)[:, None])[:, 0]
     before = last_alpha.gather(1, (2 * target_lengths - 1).clamp(min=0)[:, None])[:, 0]
-    return _logaddexp(end, torch.where(target_lengths > 0, before, NEG_INF))
+    return logaddexp(end, torch.where(target_lengths > 0, before, NEG_INF))
 
 
 def beta(em, skip, input_lengths, target_lengths):
@@ -104,8 +95,8 @@ def beta(em, skip, input_lengths, target_lengths):
     for t in reversed(range(steps)):
         if t + 1 < steps:
             e = em[t + 1] + following
-            b = _logaddexp(e, _unshift(e, 1))
-            recursed = torch.where(skip_next, _logaddexp(b, _unshift(e, 2)), b)
+            b = logaddexp(e, _unshift(e, 1))
+            recursed = torch.where(skip_next, logaddexp(b, _unshift(e, 2)), b)
         else:
             recursed = nothing
         here = torch.where((t == input_lengths - 1)[:, None], init,
