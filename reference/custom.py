@@ -14,7 +14,7 @@ from scipy.special import expit
 
 from . import articles, checks
 from .reductions import reduce, reduce_vjp
-from .spec import BadInput, Case, Difference, LossSpec, register, replace_input, set_param
+from .spec import BadInput, Case, Difference, LossSpec, XFail, register, replace_input, set_param
 
 
 def _as_int(x):
@@ -407,6 +407,9 @@ register(LossSpec(
         Case("margin=0", {"margin": 0.0}, sample={"margin": 0.0}),
         Case("identical pairs", sample={"identical": True}),
     ),
+    xfails=(XFail("the distance ||x1 - x2|| has no second derivative at x1 = x2 (its gradient is 0 there by "
+                  "convention, its curvature unbounded): gradgradcheck's finite differences straddle the kink",
+                  case="identical pairs", check="gradgradcheck"),),
     bad_inputs=(
         BadInput("x2 of another shape", replace_input(1, lambda xs: xs[1][:, :-1]), ValueError, "x2"),
         BadInput("x2 that would broadcast", replace_input(1, lambda xs: xs[1][:1]), ValueError, "x2"),
