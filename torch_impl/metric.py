@@ -103,11 +103,12 @@ def _pairwise_distance(x1, x2, p=2.0, eps=1e-6):
     return torch.linalg.vector_norm(x1 - x2 + eps, ord=p, dim=-1)
 
 
-def _pnorm_grad(v, p, norm):
-    n = norm.unsqueeze(-1)
+def _pnorm_grad(v, p, norm, dim=-1):
+    """The gradient of ``norm`` = |v|_p along ``dim`` (``norm`` lacks that dimension)."""
+    n = norm.unsqueeze(dim)
     if p == math.inf:
         mask = (v.abs() == n).to(v.dtype)
-        return v.sign() * mask / mask.sum(-1, keepdim=True)
+        return v.sign() * mask / mask.sum(dim, keepdim=True)
     if p == 1:
         return v.sign()
     safe = torch.where(n > 0, n, 1.0)
@@ -171,19 +172,6 @@ def _norms_feature_major(v, p):
     return torch.linalg.vector_norm(v, ord=p, dim=0)
 
 
-def _pnorm_grad_feature_major(v, p, norm):
-    """``_pnorm_grad`` for v (D, B) and its column norms (B,)."""
-    if p == math.inf:
-        mask = (v.abs() == norm).to(v.dtype)
-        return v.sign().mul_(mask).div_(mask.sum(0))
-    if p == 1:
-        return v.sign()
-    safe = torch.where(norm > 0, norm, 1.0)
-    if p == 2:
-        return torch.where(norm > 0, v / safe, 0.0)
-    return torch.where(norm > 0, v.sign() * (v.abs() / safe) ** (p - 1), 0.0)
-
-
 def _triplet_forward_feature_major(anchor, positive, negative, margin, p, eps, swap, reduction):
     """The reduced triplet loss with torch's pairwise distances, and the residuals of its
     backward: each pair's difference (feature-major) and distance."""
@@ -200,7 +188,7 @@ def _triplet_backward_feature_major(grad_output, reduction, p, margin, swap, sha
     feature-major, transposed back at the end (views)."""
     def with_pullback(v, d):
         def pullback(g):
-            u = g * _pnorm_grad_feature_major(v, p, d)
+            u = g * _pnorm_grad(v, p, d, dim=0)
             return u, -u
         return d, pullback
 
