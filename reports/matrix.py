@@ -113,6 +113,26 @@ def half_reduction(spec, case) -> str:
     return reductions[0]
 
 
+def quick(spec, case, reduction: str, dtype: str | None = None) -> bool:
+    """Whether ``make test`` runs this (case, reduction, dtype); the rest is marked ``slow``, and
+    the report runs every cell. The quick tier keeps every loss, every implementation and every
+    case: the default case (``spec.cases[0]``) under every reduction, in every dtype; each other
+    case under one reduction (``half_reduction``: ``mean`` where it has it) in one dtype: float32
+    where the case admits it (the edges of the domain are float32's: logits of 1e4, saturated
+    probabilities), else its first. ``dtype=None`` (the float64-only tests): the dtype is not asked.
+    A reduction's own code (a weighted mean's denominator, ``batchmean``, NaN for every target
+    ignored) is a case of its own where it matters, so it stays in the quick tier."""
+    case = spec.case(case)
+    if case is spec.matrix_cases[0]:
+        return True
+    if reduction != half_reduction(spec, case):
+        return False
+    if dtype is None or dtype in HALF_DTYPES:
+        return True
+    admitted = [d for d in FULL_DTYPES if case.dtypes is None or d in case.dtypes]
+    return dtype == ("float32" if "float32" in admitted else admitted[0])
+
+
 def jax_cache_dir() -> str | None:
     """Where the parity workers and the tests keep JAX's persistent compilation cache:
     ``$LOSSPARITY_JAX_CACHE`` (empty turns it off), else ``$XDG_CACHE_HOME/lossparity/jax``
@@ -285,10 +305,38 @@ def run_torch(fn, spec, d: Drawn, device: str) -> tuple[np.ndarray, tuple]:
     return out.detach().cpu().double().numpy(), grads
 
 
-def run_jax(fn, spec, d: Drawn, device: str) -> tuple[np.ndarray, tuple]:
-    call, primals = on_differentiable(fn, spec, *jax_arrays(d, device))
-    out, pullback = jax.vjp(call, *primals)
-    grads = pullback(jax.numpy.asarray(d.cotangent))
+def jax_vjp_program(fn, spec, arrays: list, kw: dict):
+    """``fn``'s forward and VJP as one ``jax.jit`` program, and its arguments but the cotangent:
+    ``program(arrays, array_kw, cotangent) -> (value, grads)``. The arrays (inputs and array
+    hyperparameters) are arguments, not constants baked into the program; the other
+    hyperparameters are closed over (static)."""
+    array_kw = {k: v for k, v in kw.items() if isinstance(v, jax.Array)}
+    static_kw = {k: v for k, v in kw.items() if k not in array_kw}
+
+    def forward_vjp(arrays, array_kw, cotangent):
+        call, primals = on_differentiable(fn, spec, list(arrays), {**static_kw, **array_kw})
+        out, pullback = jax.vjp(call, *primals)
+        return out, pullback(cotangent.astype(out.dtype))  # a built-in may answer in float64 under x64
+
+    return jax.jit(forward_vjp), (arrays, array_kw)
+
+
+def run_jax(fn, spec, d: Drawn, device: str, jit: bool = True) -> tuple[np.ndarray, tuple]:
+    """The value and the VJP of ``d.cotangent``. Under ``jax.jit`` by default, as a training step
+    runs: one program per cell, which XLA compiles in one go (and JAX's persistent cache keeps),
+    where the eager path compiles every operation apart, for each shape and dtype; that made the
+    matrix's JAX cells 2-3x slower. Eager JAX is checked against jit for every loss by
+    ``tests/test_transforms.py`` (``jax.jit``). ``jit=False``: eager, for a function that reads
+    its arrays' values (the adapters of built-ins that refuse an option the built-in lacks)."""
+    arrays, kw = jax_arrays(d, device)
+    cotangent = jax.numpy.asarray(d.cotangent)
+    if jit:
+        program, args = jax_vjp_program(fn, spec, arrays, kw)
+        out, grads = program(*args, cotangent)
+    else:
+        call, primals = on_differentiable(fn, spec, arrays, kw)
+        out, pullback = jax.vjp(call, *primals)
+        grads = pullback(cotangent)
     return np.asarray(out, dtype=np.float64), tuple(np.asarray(g, dtype=np.float64) for g in grads)
 
 
@@ -394,11 +442,10 @@ def reproducer(cell: Cell, seed: int = 0) -> str:
                 "out = f(*diff)\n"
                 f"grads = torch.autograd.grad(out, diff, to_torch(d.cotangent, {cell.device!r}))")
     else:
-        head = "import jax\nimport reference, jax_impl\nfrom reports.matrix import draw, expected, jax_arrays, on_differentiable"
+        head = "import jax\nimport reference, jax_impl\nfrom reports.matrix import draw, expected, jax_arrays, jax_vjp_program"
         call = (f"fn = jax_impl.get({cell.loss!r}, {cell.variant!r})\n"
-                f"f, primals = on_differentiable(fn, spec, *jax_arrays(d, {cell.device!r}))\n"
-                "out, pullback = jax.vjp(f, *primals)\n"
-                "grads = pullback(jax.numpy.asarray(d.cotangent))")
+                f"program, args = jax_vjp_program(fn, spec, *jax_arrays(d, {cell.device!r}))  # jax.jit\n"
+                "out, grads = program(*args, jax.numpy.asarray(d.cotangent))")
     return (f"{head}\n"
             f"spec = reference.get({cell.loss!r})\n"
             f"d = draw(spec, {cell.case!r}, {cell.reduction!r}, {cell.dtype!r}{f', seed={seed}' if seed else ''})"

@@ -549,12 +549,8 @@ def _jax_programs(fn, spec, d: matrix.Drawn, device: str, forward: bool = True):
     def fwd(arrays, array_kw):
         return fn(*arrays, **static_kw, **array_kw)
 
-    def forward_vjp(arrays, array_kw, cotangent):
-        call, primals = matrix.on_differentiable(fn, spec, list(arrays), {**static_kw, **array_kw})
-        out, pullback = jax.vjp(call, *primals)
-        return out, pullback(cotangent.astype(out.dtype))  # a built-in may answer in float64 under x64
-
-    programs = {"fwd_bwd": (jax.jit(forward_vjp), (arrays, array_kw, cotangent))}
+    forward_vjp, args = matrix.jax_vjp_program(fn, spec, arrays, kw)
+    programs = {"fwd_bwd": (forward_vjp, (*args, cotangent))}
     if forward:
         programs["fwd"] = (jax.jit(fwd), (arrays, array_kw))
     return programs, moved

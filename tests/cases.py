@@ -3,18 +3,22 @@
 import pytest
 
 import reference
+from reports.matrix import quick
 
 
-def loss_case_reduction():
-    return list(_loss_case_reduction())
+def loss_case_reduction(tiered: bool = False):
+    """Every (loss, case, reduction); ``tiered``: those outside the quick tier
+    (``reports.matrix.quick``) are marked ``slow``."""
+    return list(_loss_case_reduction(tiered))
 
 
-def _loss_case_reduction():
+def _loss_case_reduction(tiered: bool):
     for name in reference.names():
         spec = reference.get(name)
         for case in spec.cases:
             for reduction in spec.case_reductions(case):
-                yield pytest.param(name, case.name, reduction, id=f"{name}-{case.name}-{reduction}")
+                marks = [pytest.mark.slow] if tiered and not quick(spec, case, reduction) else []
+                yield pytest.param(name, case.name, reduction, id=f"{name}-{case.name}-{reduction}", marks=marks)
 
 
 def loss_case():
