@@ -117,9 +117,14 @@ def _alias_call(name: str, mapping, fn, variant: str):
 BUILTINS: dict = {}
 
 
-def builtin(name: str, fn) -> None:
+def builtin(name: str, fn, reads_values: bool = False) -> None:
+    """Register ``fn`` as ``name``'s built-in. ``reads_values``: the adapter refuses what its
+    built-in cannot express by reading its arrays' values, which it can only do on concrete
+    arrays: under ``jax.jit`` it computes the built-in's number unchecked (fine for a timing),
+    so the tests call it eagerly."""
     if name in BUILTINS:
         raise ValueError(f"JAX built-in for {name!r} is registered twice")
+    fn.reads_values = reads_values
     BUILTINS[name] = fn
 
 

@@ -232,4 +232,4 @@ def _jitted(fn):
     return _JITTED[fn]
 
 
-builtin("ctc_loss", _optax_ctc_loss)
+builtin("ctc_loss", _optax_ctc_loss, reads_values=True)

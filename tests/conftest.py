@@ -21,6 +21,7 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 from hypothesis import HealthCheck, settings  # noqa: E402
 
+import reference  # noqa: E402
 from reports import matrix  # noqa: E402
 
 jax.config.update("jax_enable_x64", True)
@@ -33,25 +34,36 @@ matrix.use_compilation_cache()
 # torch cells: 1 thread took a third of the CPU time of 2 (1.2 s vs 4.1 s for 548 cells).
 torch.set_num_threads(1)
 
+def _loss_in_nodeid(nodeid: str) -> str | None:
+    """The registered loss a test's id names (``test_cell[ctc_loss-default-...]``,
+    ``test_builtin_matches_reference[jax-ctc_loss-...]``): a ``-``-separated token of its
+    parameters; None for a test of no one loss."""
+    if "[" not in nodeid:
+        return None
+    tokens = nodeid[nodeid.index("[") + 1:].rstrip("]").split("-")
+    return next((t for t in tokens if t in _LOSSES), None)
 
-def _loss_of(item) -> str | None:
-    params = getattr(getattr(item, "callspec", None), "params", {})
-    cell = params.get("cell")
-    if cell is not None and hasattr(cell, "loss"):
-        return cell.loss
-    name = params.get("name", params.get("loss"))
-    return name if isinstance(name, str) else None
+
+_LOSSES = frozenset(reference.names())
 
 
-@pytest.hookimpl(tryfirst=True)
-def pytest_collection_modifyitems(config, items):
-    """Under ``--dist loadgroup`` (``make test``) every test of one loss runs in one worker.
-    JAX compiles each operation once per shape and dtype in each process, and a loss's tests
-    share their shapes: split over two workers, both would compile the same operations."""
-    for item in items:
-        loss = _loss_of(item)
-        if loss is not None:
-            item.add_marker(pytest.mark.xdist_group(loss))
+def pytest_xdist_make_scheduler(config, log):
+    """Under ``--dist loadgroup`` (``make test``) every test of one loss runs in one worker:
+    JAX compiles each program once per process, and a loss's tests share their programs
+    (``tests/test_matrix.py`` computes a loss's JAX cells as one); split over two workers, both
+    would compile them. pytest-xdist 3.8 groups by a suffix it writes into each test's node id,
+    which pytest 9.2's structured node ids no longer take (pytest-dev/pytest-xdist#1386, open),
+    so the loss is read from the node id here and each loss is one unit of work."""
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class LossScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return _loss_in_nodeid(nodeid) or nodeid
+
+    return LossScheduling(config, log)
+
 
 settings.register_profile("lossparity", max_examples=50, deadline=None, derandomize=True, database=None,
                           print_blob=True)

@@ -3,41 +3,59 @@
 Each built-in is called through the adapter its family file registers (``builtin``),
 in float64, and its value and autodiff gradient must match the reference's value and
 analytic VJP. An adapter that raises NotImplementedError marks an option the
-built-in lacks: that cell is skipped, with the reason.
+built-in lacks: that cell is skipped, with the reason. JAX built-ins run under jit, the
+calls of one loss as one program (``matrix.run_jax_calls``), except where the built-in or
+its adapter reads its arrays' values.
 """
-
-import functools
 
 import jax
 import pytest
-import torch
 
 import jax_impl
 import reference
 import torch_impl
-from reports.matrix import TOLERANCES, compare, draw, expected, run_jax, run_torch, Cell
-from cases import loss_case_reduction
+from reports.matrix import TOLERANCES, compare, draw, expected, run_jax, run_jax_calls, run_torch, Cell
+from cases import PerLoss, loss_case_reduction
 
-# Eager JAX: an adapter may read its arrays' values to refuse an option its built-in lacks
-# (optax has no ignore_index, nor an infinite loss for an infeasible CTC target).
-FRAMEWORKS = {"torch": (torch_impl, run_torch), "jax": (jax_impl, functools.partial(run_jax, jit=False))}
+# What jax.jit raises where a function reads a traced array's value (optax's dice losses check
+# that probabilities sum to 1 in Python; an adapter refuses ignore_index by looking).
+_READS_VALUES = (jax.errors.ConcretizationTypeError, jax.errors.TracerArrayConversionError,
+                 jax.errors.TracerIntegerConversionError)
 
 
 def _params():
     for param in loss_case_reduction(tiered=True):
         name = param.values[0]
-        for framework, (pkg, _) in FRAMEWORKS.items():
+        for framework, pkg in (("torch", torch_impl), ("jax", jax_impl)):
             if pkg.builtin(name) is not None:
                 yield pytest.param(framework, *param.values, id=f"{framework}-{param.id}", marks=param.marks)
 
 
+def run_jax_builtin(request, name, case, reduction, d):
+    """Under jit, as the matrix runs JAX; eager where the built-in or its adapter reads its
+    arrays' values: where jit refuses to trace it, and where the adapter is registered as
+    ``reads_values`` (it refuses an option its built-in lacks only on concrete arrays)."""
+    fn = jax_impl.builtin(name)
+    outputs = None
+    if not getattr(fn, "reads_values", False):
+        params = {"framework": "jax", "name": name, "case": case, "reduction": reduction}
+        outputs = JAX_OUTPUTS.get(request, params)
+    if outputs is None or isinstance(outputs, _READS_VALUES):
+        outputs = run_jax(fn, reference.get(name), d, "cpu", jit=False)
+    if isinstance(outputs, BaseException):
+        raise outputs
+    return outputs
+
+
 @pytest.mark.parametrize("framework, name, case, reduction", list(_params()))
-def test_builtin_matches_reference(framework, name, case, reduction):
-    pkg, runner = FRAMEWORKS[framework]
+def test_builtin_matches_reference(framework, name, case, reduction, request):
     spec = reference.get(name)
     d = draw(spec, case, reduction, "float64")
     try:
-        value, grads = runner(pkg.builtin(name), spec, d, "cpu")
+        if framework == "torch":
+            value, grads = run_torch(torch_impl.builtin(name), spec, d, "cpu")
+        else:
+            value, grads = run_jax_builtin(request, name, case, reduction, d)
     except NotImplementedError as e:
         pytest.skip(f"the {framework} built-in lacks this option: {e}")
     want_value, want_grads = expected(spec, d)
@@ -47,3 +65,13 @@ def test_builtin_matches_reference(framework, name, case, reduction):
     assert result.passed, (f"{framework} built-in for {name} ({case}, {reduction}) differs from the reference: "
                            f"value err {result.value_abs_err:.3g}, grad err {result.grad_abs_err:.3g} "
                            f"(rtol={rtol}, atol={atol})")
+
+
+def _jax_outputs(name, params) -> dict:
+    spec, fn = reference.get(name), jax_impl.builtin(name)
+    keys = [(p["case"], p["reduction"]) for p in params if p["framework"] == "jax"]
+    return run_jax_calls({k: (fn, spec, draw(spec, *k, "float64"), "cpu") for k in keys})
+
+
+JAX_OUTPUTS = PerLoss(test_builtin_matches_reference, loss_of=lambda p: p["name"],
+                      key_of=lambda p: (p["case"], p["reduction"]), compute=_jax_outputs)

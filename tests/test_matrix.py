@@ -2,13 +2,16 @@
 
 A failing cell prints its errors and the Python that reproduces it. ``make test`` runs the
 quick tier (``matrix.quick``: every loss, implementation and case); the other cells are
-``slow``, and ``make report`` runs them all.
+``slow``, and ``make report`` runs them all. The JAX cells of one loss that this session
+selected are computed by one jitted program (``matrix.run_jax_cells``), compiled once, and
+each cell's test checks its part.
 """
 
 import pytest
 
 import reference
 from reports import matrix
+from cases import PerLoss
 
 
 def _params():
@@ -24,6 +27,26 @@ def _params():
 
 
 @pytest.mark.parametrize("cell", list(_params()))
-def test_cell(cell):
-    result = matrix.run_cell(cell)
+def test_cell(cell, request):
+    outputs = None
+    if cell.framework == "jax":
+        outputs = JAX_OUTPUTS.get(request, {"cell": cell})
+        if outputs is None:  # the one cell, alone
+            outputs = matrix.run_jax_cells([cell])[cell]
+        if isinstance(outputs, BaseException):
+            raise outputs
+    result = matrix.run_cell(cell, outputs=outputs)
     assert result.passed, result.detail
+
+
+def _jax_outputs(loss, params) -> dict:
+    """One program a device for the loss's selected JAX cells (none for a device not here)."""
+    cells = [p["cell"] for p in params if p["cell"].framework == "jax"]
+    out = {}
+    for device in matrix.DEVICES:
+        if matrix.device_available("jax", device):
+            out.update(matrix.run_jax_cells([c for c in cells if c.device == device]))
+    return out
+
+
+JAX_OUTPUTS = PerLoss(test_cell, loss_of=lambda p: p["cell"].loss, key_of=lambda p: p["cell"], compute=_jax_outputs)
