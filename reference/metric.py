@@ -483,8 +483,9 @@ register(LossSpec(
            _cosine_case("margin=-0.5", margin=-0.5), _cosine_case("unbatched", batched=False),
            _cosine_case("zero vectors", zero_pair=True)),
     xfails=(XFail("at a zero vector the cosine has no second derivative (torch's 1e-12 on the squared norms "
-                  "bends it on a scale of 1e-6, gradgradcheck's own step): the finite differences cannot resolve it",
-                  case="zero vectors", check="gradgradcheck"),),
+                  "bends it on a scale of 1e-6, the finite differences' own step): gradgradcheck's and jax.hvp's "
+                  "finite differences cannot resolve it",
+                  case="zero vectors", check=("gradgradcheck", "jax.hvp")),),
     bad_inputs=(
         BadInput("input2 of another shape", replace_input(1, lambda xs: xs[1][:, :-1]), ValueError, "input2"),
         BadInput("input2 that would broadcast", replace_input(1, lambda xs: xs[1][:1]), ValueError, "input2"),
@@ -555,8 +556,9 @@ register(LossSpec(
            _triplet_case("zero distance", zero="positive", eps=0.0),
            _triplet_case("zero distance, swap", zero="swap", eps=0.0, swap=True)),
     xfails=tuple(XFail("with eps = 0 the distance ||a - p|| has no second derivative at a = p (its gradient is 0 "
-                       "there by convention): gradgradcheck's finite differences straddle the kink",
-                       case=case, check="gradgradcheck") for case in ("zero distance", "zero distance, swap")),
+                       "there by convention): gradgradcheck's and jax.hvp's finite differences straddle the kink",
+                       case=case, check=("gradgradcheck", "jax.hvp"))
+                 for case in ("zero distance", "zero distance, swap")),
     bad_inputs=TRIPLET_BAD_INPUTS + (
         BadInput("3-D anchor, positive, negative", lambda xs, kw: (tuple(x[None] for x in xs), kw), ValueError,
                  "anchor"),
@@ -592,8 +594,9 @@ register(LossSpec(
            _triplet_case("cosine distance, swap", distance_function=COSINE_DISTANCE, swap=True),
            _triplet_case("cosine distance, zero vectors", zero="all", distance_function=COSINE_DISTANCE)),
     xfails=(XFail("at zero vectors the cosine distance has no second derivative (its 1e-12 on the squared norms "
-                  "bends it on a scale of 1e-6, gradgradcheck's own step): the finite differences cannot resolve it",
-                  case="cosine distance, zero vectors", check="gradgradcheck"),),
+                  "bends it on a scale of 1e-6, the finite differences' own step): gradgradcheck's and jax.hvp's "
+                  "finite differences cannot resolve it",
+                  case="cosine distance, zero vectors", check=("gradgradcheck", "jax.hvp")),),
     bad_inputs=TRIPLET_BAD_INPUTS + (
         BadInput("distance_function that is not callable", set_param("distance_function", lambda xs: 2.0),
                  TypeError, "distance_function"),

@@ -174,8 +174,8 @@ class XFail:
 
     ``check`` names a transform test of ``tests/test_transforms.py`` instead (``gradgradcheck``,
     ``torch.func.grad``, ``torch.func.vmap``, ``jax.jit``, ``jax.grad``, ``jax.vmap``,
-    ``jax.hvp``): that test is marked ``xfail(strict=True)`` where the other fields match, and
-    the parity matrix ignores the entry.
+    ``jax.hvp``), or a tuple of them: that test is marked ``xfail(strict=True)`` where the other
+    fields match, and the parity matrix ignores the entry.
     """
 
     reason: str
@@ -183,7 +183,7 @@ class XFail:
     dtype: str | None = None
     case: str | None = None
     reduction: str | None = None
-    check: str | None = None
+    check: str | tuple[str, ...] | None = None
 
     def matches(self, variant: str, dtype: str, case: str, reduction: str) -> bool:
         return all(want is None or want == got for want, got in (
@@ -296,7 +296,8 @@ class LossSpec:
     def check_xfail_reason(self, check: str, variant: str, case: str, reduction: str) -> str | None:
         """The reason a transform test (``XFail.check``) is expected to fail, or None."""
         for x in self.xfails:
-            if x.check == check and x.matches(variant, "float64", case, reduction):
+            if x.check is not None and check in ((x.check,) if isinstance(x.check, str) else x.check) \
+                    and x.matches(variant, "float64", case, reduction):
                 return x.reason
         return None
 

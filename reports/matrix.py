@@ -357,9 +357,10 @@ def run_jax_cells(cells, seed: int = 0) -> dict:
 def run_jax_calls(calls: dict) -> dict:
     """``{key: (fn, spec, drawn, device)}`` to ``{key: (value, grads)}`` or ``{key: the
     exception}``, as ``run_jax`` computes them, from one ``jax.jit`` program that calls each
-    one's forward+VJP program (``jax_vjp_program``) in turn: the same arithmetic, compiled once. Most of a JAX test's time is XLA's compile, and a
-    program has a fixed cost besides its operations': the quick tier's 240 JAX cells of 8 losses
-    compiled in 29.5 s as 240 programs and in 12.4 s as 8. A call that fails to trace is left
+    one's forward+VJP program (``jax_vjp_program``) in turn: the same arithmetic, compiled
+    once. Most of a JAX test's time is XLA's compile, and a program has a fixed cost besides
+    its operations': the quick tier's 240 JAX cells of 8 losses compiled in 29.5 s as 240
+    programs and in 12.4 s as 8. A call that fails to trace is left
     out with its exception, so an error belongs to its call; where the rest still fails to
     compile, each runs alone."""
     programs, out = {}, {}
@@ -370,6 +371,9 @@ def run_jax_calls(calls: dict) -> dict:
             programs[key] = (program, (*args, jax.numpy.asarray(d.cotangent)))
         except Exception as e:  # noqa: BLE001  (the call's own failure, reported by its test)
             out[key] = e
+
+    if not programs:
+        return out
 
     def joint(keys):
         return dict(zip(keys, jax.jit(lambda args: [programs[k][0](*a) for k, a in zip(keys, args)])(

@@ -82,8 +82,9 @@ class _reference_warnings_are_errors(warnings.catch_warnings):
         return result
 
 
-def run_one(cell: matrix.Cell, seed: int = 0) -> tuple[dict, str]:
-    """One matrix cell as a parity.csv row, and the failure detail ('' when it passed)."""
+def run_one(cell: matrix.Cell, seed: int = 0, outputs=None) -> tuple[dict, str]:
+    """One matrix cell as a parity.csv row, and the failure detail ('' when it passed).
+    ``outputs``: the cell's value and grads (or the exception it raised) computed already."""
     spec = reference.get(cell.loss)
     rtol, atol = matrix.TOLERANCES[cell.dtype]
     error, detail = "", ""
@@ -91,9 +92,12 @@ def run_one(cell: matrix.Cell, seed: int = 0) -> tuple[dict, str]:
         with _reference_warnings_are_errors():
             d = matrix.draw(spec, cell.case, cell.reduction, cell.dtype, seed)
             want_value, want_grads = matrix.expected(spec, d)
-            fn = matrix.implementation(cell.variant, cell.loss)
-            runner = matrix.run_torch if cell.framework == "torch" else matrix.run_jax
-            value, grads = runner(fn, spec, d, cell.device)
+            if outputs is None:
+                runner = matrix.run_torch if cell.framework == "torch" else matrix.run_jax
+                outputs = runner(matrix.implementation(cell.variant, cell.loss), spec, d, cell.device)
+            if isinstance(outputs, BaseException):
+                raise outputs
+            value, grads = outputs
         result = matrix.compare(cell, value, grads, want_value, want_grads)
         value_ratio = matrix.tolerance_ratio(value, want_value, rtol, atol)
         grad_ratio = max([matrix.tolerance_ratio(g, w, rtol, atol) for g, w in zip(grads, want_grads)] or [0.0])
@@ -182,8 +186,13 @@ def run_loss(name: str, variants=None, dtypes=None, seed: int = 0, with_referenc
                             for device in devices if not matrix.device_available(framework, device)]
     cells = [c for c in matrix.cells([name], have, dtypes, devices=matrix.DEVICES if devices is None else devices)
              if matrix.device_available(c.framework, c.device)] if have else []
+    jax_outputs = {}  # each device's JAX cells as one program (matrix.run_jax_calls)
+    for device in dict.fromkeys(c.device for c in cells):
+        with _reference_warnings_are_errors():
+            jax_outputs.update(matrix.run_jax_cells([c for c in cells if c.framework == "jax" and c.device == device],
+                                                    seed))
     for cell in cells:
-        row, detail = run_one(cell, seed)
+        row, detail = run_one(cell, seed, jax_outputs.get(cell))
         run.rows.append(row)
         if detail:
             run.failures.append({"id": cell.id, "status": row["status"], "detail": detail})

@@ -34,6 +34,7 @@ matrix.use_compilation_cache()
 # torch cells: 1 thread took a third of the CPU time of 2 (1.2 s vs 4.1 s for 548 cells).
 torch.set_num_threads(1)
 
+
 def _loss_in_nodeid(nodeid: str) -> str | None:
     """The registered loss a test's id names (``test_cell[ctc_loss-default-...]``,
     ``test_builtin_matches_reference[jax-ctc_loss-...]``): a ``-``-separated token of its
