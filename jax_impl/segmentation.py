@@ -50,11 +50,32 @@ def _tversky_terms(p, t, axes, smooth, alpha, beta):
     return numerator, denominator
 
 
+@jax.custom_jvp
+def _ratio(numerator, denominator):
+    """``numerator / denominator``, with a derivative that stays finite where the value does.
+    JAX differentiates ``a / b`` in ``b`` as ``a * b**-2``, and ``b**-2`` overflows to inf
+    below 1e-154 in float64 (1e-19 in float32): a class that a saturated softmax gives
+    probabilities of 1e-165 and that no target has (``smooth=0``) got a NaN gradient where
+    the value and the true gradient are finite (found by the thorough fuzz). The rule below is
+    the same derivative, ``(da - (a / b) db) / b``, in the order torch computes it (XLA
+    reassociates ``(a / b) / b`` into ``a / (b * b)``, so it cannot be written as plain
+    division)."""
+    return numerator / denominator
+
+
+@_ratio.defjvp
+def _ratio_jvp(primals, tangents):
+    numerator, denominator = primals
+    d_numerator, d_denominator = tangents
+    ratio = numerator / denominator
+    return ratio, (d_numerator - ratio * d_denominator) / denominator
+
+
 def _class_losses(x, t, class_weights, smooth, alpha, beta, apply_softmax, ignore_background, axis):
     p = _probabilities(x, apply_softmax)
     axes = optax_axes(p.ndim, axis)
     numerator, denominator = _tversky_terms(p, t, axes, smooth, alpha, beta)
-    losses = (1.0 - numerator / denominator).reshape(reduced_shape(p.shape, axes))
+    losses = (1.0 - _ratio(numerator, denominator)).reshape(reduced_shape(p.shape, axes))
     if class_weights is not None:
         losses = losses * class_weights
     if ignore_background and p.shape[-1] > 1:

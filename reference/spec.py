@@ -174,8 +174,9 @@ class XFail:
 
     ``check`` names a transform test of ``tests/test_transforms.py`` instead (``gradgradcheck``,
     ``torch.func.grad``, ``torch.func.vmap``, ``jax.jit``, ``jax.grad``, ``jax.vmap``,
-    ``jax.hvp``), or a tuple of them: that test is marked ``xfail(strict=True)`` where the other
-    fields match, and the parity matrix ignores the entry.
+    ``jax.hvp``), or the built-in comparison of ``tests/test_builtins.py`` (``torch.builtin``,
+    ``jax.builtin``), or a tuple of them: that test is marked ``xfail(strict=True)`` where the
+    other fields match, and the parity matrix ignores the entry.
     """
 
     reason: str
@@ -294,7 +295,8 @@ class LossSpec:
         return None
 
     def check_xfail_reason(self, check: str, variant: str, case: str, reduction: str) -> str | None:
-        """The reason a transform test (``XFail.check``) is expected to fail, or None."""
+        """The reason a transform test or a built-in comparison (``XFail.check``) is expected to
+        fail, or None."""
         for x in self.xfails:
             if x.check is not None and check in ((x.check,) if isinstance(x.check, str) else x.check) \
                     and x.matches(variant, "float64", case, reduction):

@@ -16,6 +16,7 @@ import optax
 import pytest
 from scipy.special import logit, softmax
 
+import jax_impl
 import reference
 from jax_impl.core import keras
 
@@ -119,6 +120,25 @@ def test_dice_loss_smooth_is_twice_the_dice_form_smoothing(rng, smooth):
     np.testing.assert_allclose(1.0 - reference.loss("dice_loss", p, t, smooth=smooth, apply_softmax=False,
                                                     class_reduction="none"), dice_form, **EXACT)
     assert not np.allclose(1.0 - theirs, (2 * i + smooth) / (s_p + s_t + smooth))
+
+
+def test_optax_dice_loss_gradient_is_nan_at_a_tiny_absent_class():
+    """smooth=0, a class no target has, at softmax probabilities of about 1e-174: the values
+    agree; optax's gradient is NaN (a * b**-2 with a = 0 and b**-2 = inf), lossparity's two JAX
+    variants' are finite and equal the reference VJP. A class at probabilities of 1e-100
+    (b**2 = 1e-200, in range) leaves optax's gradient finite: the cause is the overflow."""
+    spec = reference.get("dice_loss")
+    for absent_logit, optax_nan in ((-400.0, True), (-230.0, False)):
+        x, t = spec.sampler(np.random.default_rng(0), absent_class=2, absent_logit=absent_logit)
+        want = reference.loss("dice_loss", x, t, smooth=0.0, reduction="sum")
+        (want_grad,) = reference.vjp("dice_loss", x, t, np.float64(1.0), smooth=0.0, reduction="sum")
+        value, grad = jax.value_and_grad(lambda x: optax.losses.dice_loss(x, t, smooth=0.0).sum())(x)
+        np.testing.assert_allclose(_np(value), want, **EXACT)
+        assert np.isnan(_np(grad)).any() == optax_nan
+        for variant in ("autodiff", "custom_vjp"):
+            fn = jax_impl.get("dice_loss", variant)
+            ours = jax.grad(lambda x: fn(jnp.asarray(x), jnp.asarray(t), smooth=0.0, reduction="sum"))(x)
+            np.testing.assert_allclose(_np(ours), want_grad, rtol=1e-10, atol=1e-15)
 
 
 def test_keras_tversky_alpha_beta_swap_with_optax(rng):
