@@ -15,7 +15,7 @@ from torch.utils.checkpoint import checkpoint
 
 from reference.linear import DEFAULT_IGNORE_INDEX
 from reference.reductions import reduce, reduce_vjp
-from .core import builtin, function, module
+from .core import _transforms_active, builtin, function, module
 
 
 def _batched(input, target):
@@ -81,8 +81,11 @@ def _d_logits(x, linear_weight, linear_bias, safe, w_y, g, w, eps):
     del p
     rows = torch.arange(d_logits.shape[0], device=d_logits.device)
     d_logits.index_put_((rows, safe), -(1 - eps) * w_y * g, accumulate=True)
-    if eps:
-        d_logits.addr_(g, w, alpha=-eps / num_classes)
+    if eps:  # out of place under vmap, which has no batching rule for addr_
+        if _transforms_active():
+            d_logits = torch.addr(d_logits, g, w, alpha=-eps / num_classes)
+        else:
+            d_logits.addr_(g, w, alpha=-eps / num_classes)
     return d_logits
 
 

@@ -247,7 +247,9 @@ def _open_hinges(input, target, margin):
     autograd); and the labels as a (1, B) index."""
     x = class_major(input)
     index = target.reshape(1, -1)
-    return (x - x.gather(0, index)).add_(margin).clamp_min_(0.0).scatter_(0, index, 0.0), index
+    hinges = (x - x.gather(0, index)).add_(margin).clamp_min_(0.0)
+    # vmap has no batching rule for scatter_ of a value: out of place there
+    return (hinges.scatter(0, index, 0.0) if _transforms_active() else hinges.scatter_(0, index, 0.0)), index
 
 
 class MultiMarginLossFunction(torch.autograd.Function):

@@ -280,8 +280,8 @@ def _homoscedastic_view(var, input):
 def _clamped(var, input, eps):
     """torch's clamp at eps under no_grad: the value is clamped, the gradient passes straight through."""
     var = _homoscedastic_view(var, input).clone()
-    with torch.no_grad():
-        var.clamp_(min=eps)
+    with torch.no_grad():  # copy_, not clamp_: vmap batches copy_ and has no rule for clamp_
+        var.copy_(var.clamp(min=eps))
     return var
 
 
