@@ -117,7 +117,7 @@ class Budget:
     memory: bool = True    # measure peak memory and bandwidth
 
 
-NORMAL = Budget(target_elements=32768, max_scale=1024, min_run_time=0.005, block_time=2.5e-4, slow_forward=0.01,
+NORMAL = Budget(target_elements=32768, max_scale=1024, min_run_time=0.1, block_time=2e-3, slow_forward=0.01,
                 torch_compile=True)
 QUICK = Budget(target_elements=512, max_scale=32, min_run_time=0.002, block_time=2e-4, slow_forward=0.005)
 # A call slower than this (seconds) is timed by its warm-up runs alone, not by repeated blocks.

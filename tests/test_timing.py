@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 
 import reference
-from reports import bench, cli, memory, timing
+from reports import bench, cli, memory, system, timing
 
 TINY = replace(timing.QUICK, min_run_time=0.001, block_time=1e-4)
 
@@ -148,7 +148,7 @@ def test_linear_cross_entropy_chunked_peak_is_at_most_a_quarter():
     Minutes, and about 7 GiB at the unchunked paths' peak."""
     paths = ("ours.module.chunked", "ours.module.unchunked", "ours.function.chunked", "ours.function.unchunked")
     need = max(memory.estimate(p, memory.TOKENS, memory.HIDDEN, memory.VOCAB, memory.CHUNK) for p in paths)
-    if need + memory.MARGIN > memory._mem_available():
+    if need + memory.MARGIN > system.mem_available():
         pytest.skip(f"needs about {(need + memory.MARGIN) / 2**30:.1f} GiB available")
     rows = memory.run(paths, log=lambda m: None)
     table = memory.table(rows)
