@@ -33,6 +33,13 @@ def scaled(fresh: torch.Tensor, g) -> torch.Tensor:
     return fresh.mul_(g) if in_place_ok() else fresh * g
 
 
+def scatter_value(fresh: torch.Tensor, dim: int, index: torch.Tensor, value: float) -> torch.Tensor:
+    """``fresh.scatter(dim, index, value)`` for a tensor just made outside autograd: in place,
+    except under vmap, which batches the index but not the tensor written into (and has no
+    batching rule for ``scatter_`` of a value)."""
+    return fresh.scatter(dim, index, value) if _transforms_active() else fresh.scatter_(dim, index, value)
+
+
 def take(values: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     """``values[index]`` for a 1-D ``values`` and an integer ``index`` of any shape. Indexing by
     a 0-d tensor reads it with ``.item()``, which ``torch.func.vmap`` refuses; this does not."""

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from reference.reductions import reduce, reduce_vjp
-from .core import _transforms_active, builtin, class_major, cotangent, function, in_place_ok, module, scaled, take
+from .core import builtin, class_major, cotangent, function, in_place_ok, module, scaled, scatter_value, take
 
 
 def _per_sample_count(input) -> int:
@@ -167,8 +167,7 @@ def _multilabel_hinges(input, target):
     safe = t.clamp_min(0)  # entries after the first -1 lie in [-1, C)
     marked = torch.zeros((num_classes + 1,) + t.shape[1:], dtype=input.dtype, device=input.device)
     rows = torch.where(listed, t, num_classes)  # row C takes the unlisted
-    # out of place under vmap: the zeros are not batched where the labels are
-    marked = marked.scatter(0, rows, 1.0) if _transforms_active() else marked.scatter_(0, rows, 1.0)
+    marked = scatter_value(marked, 0, rows, 1.0)
     counted = listed.unsqueeze(1) * (1.0 - marked[:num_classes]).unsqueeze(0)
     return (x.unsqueeze(0) - x.gather(0, safe).unsqueeze(1)) + 1.0, counted, safe
 
@@ -247,9 +246,7 @@ def _open_hinges(input, target, margin):
     autograd); and the labels as a (1, B) index."""
     x = class_major(input)
     index = target.reshape(1, -1)
-    hinges = (x - x.gather(0, index)).add_(margin).clamp_min_(0.0)
-    # vmap has no batching rule for scatter_ of a value: out of place there
-    return (hinges.scatter(0, index, 0.0) if _transforms_active() else hinges.scatter_(0, index, 0.0)), index
+    return scatter_value((x - x.gather(0, index)).add_(margin).clamp_min_(0.0), 0, index, 0.0), index
 
 
 class MultiMarginLossFunction(torch.autograd.Function):
