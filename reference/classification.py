@@ -1873,7 +1873,8 @@ def categorical_generalized_cross_entropy_vjp(cotangent, y_true, y_pred, q=0.5, 
     p = np.take_along_axis(y_pred, y_true[..., None], -1)
     g = np.broadcast_to(reduce_vjp(cotangent, reduction, y_true.size), y_true.shape)[..., None]
     d = np.zeros(y_pred.shape)
-    np.put_along_axis(d, y_true[..., None], -g * p ** (q - 1.0), -1)
+    with np.errstate(divide="ignore"):  # p^(q-1) is +inf at p = 0
+        np.put_along_axis(d, y_true[..., None], -g * p ** (q - 1.0), -1)
     return (d,)
 
 
@@ -1898,11 +1899,19 @@ def _probabilities(rng, shape, axis=-1):
     return x / x.sum(axis, keepdims=True)
 
 
-def sample_class_probabilities(rng: np.random.Generator, shape=(6, 4)):
+def sample_class_probabilities(rng: np.random.Generator, shape=(6, 4), edges=False):
     """``y_true``: class indices along the last axis; ``y_pred``: probabilities along it, U(0.2, 1)
-    normalized."""
+    normalized. With ``edges``, the first row's true class has probability exactly 0 (its
+    loss 1/q, its gradient -inf) and the second row's exactly 1 (the row one-hot)."""
     shape = tuple(shape)
-    return rng.integers(shape[-1], size=shape[:-1]).astype(np.int64), _probabilities(rng, shape)
+    y_true, y_pred = rng.integers(shape[-1], size=shape[:-1]).astype(np.int64), _probabilities(rng, shape)
+    if edges:
+        rows_true, rows_pred = y_true.reshape(-1), y_pred.reshape(-1, shape[-1])
+        rows_pred[0] = 1.0 / (shape[-1] - 1)
+        rows_pred[0, rows_true[0]] = 0.0
+        rows_pred[1] = 0.0
+        rows_pred[1, rows_true[1]] = 1.0
+    return y_true, y_pred
 
 
 def _num_classes_last(xs):
@@ -1921,6 +1930,9 @@ register(LossSpec(
         Case("unbatched", sample={"shape": (5,)}),
         Case("3-D", sample={"shape": (2, 3, 4)}),
     ),
+    # The matrix alone: at a true-class probability of 0 the gradient is -inf (finite
+    # differences would step below 0), and only that class gets it.
+    straight_through_cases=(Case("true-class probabilities of exactly 0 and 1", sample={"edges": True}),),
     bad_inputs=(
         BadInput("y_true of y_pred's shape (one-hot)", replace_input(0, lambda xs: np.zeros(xs[1].shape, np.int64)),
                  ValueError, "y_true"),
