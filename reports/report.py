@@ -848,10 +848,11 @@ def _timing_rows(df: pd.DataFrame, with_loss: bool = True) -> list:
 TIMING_HEADERS = ["implementation", "device", "shapes", "fwd ms", "fwd+bwd ms", "compile ms", "built-in",
                   "built-in fwd ms", "built-in fwd+bwd ms", "ratio", "note"]
 TIMING_NOTE = ("float32, the default case, `reduction=\"mean\"`, milliseconds. Medians: torch by "
-               "`torch.utils.benchmark.Timer.blocked_autorange` (all of torch's threads) after a warm-up; JAX "
+               "blocks of `torch.utils.benchmark.Timer.timeit` (all of torch's threads) after a warm-up; JAX "
                "by blocks of calls to what `jax.jit(...).lower(...).compile()` returned, after a warm-up, each "
-               "call ending in `block_until_ready`. `compile ms` is that `.lower(...).compile()` (tracing "
-               "included) for the forward+backward, measured apart from the runs; on a torch `module` row it is "
+               "call ending in `block_until_ready`; ours and the built-in's blocks interleaved. `compile ms` is "
+               "that `.lower(...).compile()` (tracing included) for the forward+backward, measured apart from the "
+               "runs; on a torch `module` row it is "
                "`torch.compile` of the module (the first compiled fwd+bwd less the later ones' median; "
                "timings.csv has the compiled fwd+bwd in `compiled_fwd_bwd_ms`). `ratio` is our fwd+bwd over "
                "the built-in's. timings.csv also holds each median's spread (`*_iqr_ms`), the peak memory "

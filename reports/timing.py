@@ -4,10 +4,13 @@ One row per loss x variant x device, in float32, on the loss's default case with
 ``reduction="mean"``, at a moderate size drawn with the sampler's own size options
 (see :func:`sizes_for`). What is timed:
 
-* torch: ``torch.utils.benchmark.Timer(...).blocked_autorange()`` with
-  ``num_threads=torch.get_num_threads()`` after a warm-up, median of the blocks;
-  ``torch.cuda.synchronize()`` after every call on CUDA. The forward alone, and the
-  forward plus ``torch.autograd.grad`` of the differentiable inputs.
+* torch: ``torch.utils.benchmark.Timer(...)`` with ``num_threads=torch.get_num_threads()``
+  after a warm-up, median of blocks of calls (``Timer.timeit(number)``, at least
+  ``Budget.block_time`` each), ours and the built-in's blocks interleaved round-robin
+  (not ``blocked_autorange``, which times one statement to its end before the next:
+  this VM drifts 15-20% from minute to minute); ``torch.cuda.synchronize()`` after every
+  call on CUDA. The forward alone, and the forward plus ``torch.autograd.grad`` of the
+  differentiable inputs.
 * torch, ``torch.compile``: the ``module`` variant's ``nn.Module`` (built once, its array
   hyperparameters as buffers) under ``torch.compile`` (default mode, inductor), forward plus
   backward, timed as above; ``compile_ms`` of the module row is the first call's time less
@@ -18,7 +21,8 @@ One row per loss x variant x device, in float32, on the loss's default case with
 * JAX: ``jax.jit`` of the forward and of the forward plus its VJP, compiled apart
   with ``.lower(...).compile()`` (``compile_ms`` is that time, tracing included, for
   the forward plus VJP), then a warm-up and the median of blocks of calls, each call
-  ending in ``block_until_ready``. Both JAX variants are always jitted.
+  ending in ``block_until_ready``, ours and the built-in's blocks interleaved as torch's.
+  Both JAX variants are always jitted.
 
 Every median comes with its spread, the interquartile range (p75 - p25) of the blocks'
 per-call times (``*_iqr_ms``; empty when a call was so slow that it was timed once).
@@ -48,7 +52,7 @@ libraries, the inputs and everything else resident.
 Bandwidth: ``bytes_moved`` is the least traffic a forward + backward must make: every
 input and array hyperparameter read once, every gradient and the output written once.
 ``gbps`` is ``bytes_moved`` over the median forward + backward time; the yardstick,
-measured in the same run and the same way (``blocked_autorange``), is a plain copy
+measured in the same run and the same way (blocks of ``Timer.timeit``), is a plain copy
 ``dst.copy_(src)`` of ``bytes_moved / 2`` bytes on the same device, which moves the same
 bytes (read half, write half): ``copy_ms`` and ``copy_gbps``. ``gbps / copy_gbps`` is the
 fraction of copy bandwidth the loss reaches; at small sizes both are overhead-bound.
@@ -75,7 +79,7 @@ import re
 import time
 import warnings
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import jax
 import numpy as np
@@ -109,7 +113,7 @@ class Budget:
 
     target_elements: int   # scale the batch up to about this many elements in all inputs together
     max_scale: int         # never scale the batch by more than this (pairwise losses grow as its square)
-    min_run_time: float    # seconds per measurement (torch's blocked_autorange, JAX's blocks)
+    min_run_time: float    # seconds of blocks per measurement
     block_time: float      # a block of calls lasts at least this long (seconds)
     slow_forward: float    # stop growing once the NumPy reference's forward takes this long (seconds)
     torch_compile: bool = False  # also time torch.compile of the module variant
@@ -402,18 +406,43 @@ def _sync(device: str) -> None:
 
 def _torch_median_ms(f, device: str, budget: Budget) -> tuple[float, float]:
     """(median, interquartile range) of one call, in milliseconds."""
-    f()  # warm-up (allocator, dispatch caches, first-call costs); blocked_autorange warms up too
-    _sync(device)
-    start = time.perf_counter()
-    f()
-    _sync(device)
-    once = time.perf_counter() - start
-    if once > SLOW_CALL:
-        return once * 1e3, math.nan
+    return _torch_medians_ms({None: f}, device, budget)[None]
+
+
+def _torch_medians_ms(calls: dict, device: str, budget: Budget) -> dict:
+    """``{label: (median, interquartile range)}`` in milliseconds of each ``f()``, timed by
+    ``torch.utils.benchmark.Timer`` (all cores, CUDA synchronised) in blocks of calls, the
+    labels' blocks interleaved round-robin as in ``_jax_medians_ms``: ``blocked_autorange``
+    times one statement to its end before the next starts, and this machine's drift then
+    falls on one side only. A call that raises raises here."""
+    out, timers, number, blocks, spent = {}, {}, {}, {}, {}
     stmt = "f(); torch.cuda.synchronize()" if device == "cuda" else "f()"
-    timer = benchmark.Timer(stmt=stmt, globals={"f": f, "torch": torch}, num_threads=torch.get_num_threads())
-    m = timer.blocked_autorange(min_run_time=budget.min_run_time)
-    return m.median * 1e3, (m.iqr * 1e3 if len(m.times) >= MIN_SPREAD_BLOCKS else math.nan)
+    for label, f in calls.items():
+        f()  # warm-up (allocator, dispatch caches, first-call costs)
+        _sync(device)
+        start = time.perf_counter()
+        f()
+        _sync(device)
+        once = max(time.perf_counter() - start, 1e-7)
+        if once > SLOW_CALL:
+            out[label] = (once * 1e3, math.nan)
+            continue
+        timers[label] = benchmark.Timer(stmt=stmt, globals={"f": f, "torch": torch},
+                                        num_threads=torch.get_num_threads())
+        number[label], blocks[label], spent[label] = max(1, int(budget.block_time / once)), [], 0.0
+
+    def wanted(label) -> bool:
+        return len(blocks[label]) < 5 or (spent[label] < budget.min_run_time and len(blocks[label]) < 200)
+
+    while any(wanted(label) for label in timers):
+        for label in [label for label in timers if wanted(label)]:
+            block = timers[label].timeit(number[label])
+            blocks[label].append(block)
+            spent[label] += block.raw_times[0]
+    for label, measurements in blocks.items():
+        m = benchmark.Measurement.merge(measurements)[0]
+        out[label] = (m.median * 1e3, m.iqr * 1e3 if len(m.times) >= MIN_SPREAD_BLOCKS else math.nan)
+    return out
 
 
 def _torch_memory(f, device: str) -> tuple[float, float, str]:
@@ -437,8 +466,9 @@ def _torch_setup(spec, d: matrix.Drawn, device: str):
     return arrays, kw, positions, params, diff, cotangent, moved
 
 
-def time_torch(fn, spec, d: matrix.Drawn, device: str, budget: Budget) -> Measured:
-    """The forward's and the forward + backward's median ms and spread, peak memory, bytes moved."""
+def _torch_calls(fn, spec, d: matrix.Drawn, device: str):
+    """The forward and the forward + backward of ``fn`` as calls with no arguments, and the
+    bytes a forward + backward moves at least."""
     arrays, kw, _, _, diff, cotangent, moved = _torch_setup(spec, d, device)
     call, primals = matrix.on_differentiable(fn, spec, arrays, kw)
 
@@ -449,13 +479,12 @@ def time_torch(fn, spec, d: matrix.Drawn, device: str, budget: Budget) -> Measur
         out = call(*diff)
         return torch.autograd.grad(out, diff, cotangent.to(out.dtype), allow_unused=True)
 
-    m = Measured(bytes_moved=moved)
-    if budget.forward:
-        m.fwd_ms, m.fwd_iqr_ms = _torch_median_ms(forward, device, budget)
-    m.fwd_bwd_ms, m.fwd_bwd_iqr_ms = _torch_median_ms(forward_backward, device, budget)
-    if budget.memory:
-        m.peak_bytes, m.peak_rss_bytes, m.memory_source = _torch_memory(forward_backward, device)
-    return m
+    return {"fwd": forward, "fwd_bwd": forward_backward}, moved
+
+
+def time_torch(fn, spec, d: matrix.Drawn, device: str, budget: Budget) -> Measured:
+    """The forward's and the forward + backward's median ms and spread, peak memory, bytes moved."""
+    return time_torch_all({None: fn}, spec, d, device, replace(budget, torch_compile=False))[None]
 
 
 def time_torch_compiled(module_call, spec, d: matrix.Drawn, device: str, budget: Budget) -> tuple[float, float, str]:
@@ -491,11 +520,30 @@ def time_torch_compiled(module_call, spec, d: matrix.Drawn, device: str, budget:
 
 def time_torch_all(fns: dict, spec, d: matrix.Drawn, device: str, budget: Budget) -> dict:
     """For each ``label: fn``, a :class:`Measured`, or the exception it raised; with
-    ``budget.torch_compile``, the ``module`` entry holds torch.compile's columns too."""
-    out = {}
+    ``budget.torch_compile``, the ``module`` entry holds torch.compile's columns too.
+
+    Ours and the built-in (labelled ``"builtin"``) are timed side by side, their blocks
+    interleaved; a call that raises is left out first, so that its error is its own."""
+    out, calls, moved = {}, {}, {}
     for label, fn in fns.items():
         try:
-            out[label] = time_torch(fn, spec, d, device, budget)
+            calls[label], moved[label] = _torch_calls(fn, spec, d, device)
+            for f in calls[label].values():
+                f()
+        except Exception as e:
+            out[label] = e
+            calls.pop(label, None)
+    medians = {which: _torch_medians_ms({label: c[which] for label, c in calls.items()}, device, budget)
+               for which in (("fwd", "fwd_bwd") if budget.forward else ("fwd_bwd",))}
+    for label, c in calls.items():
+        try:
+            m = Measured(bytes_moved=moved[label])
+            if budget.forward:
+                m.fwd_ms, m.fwd_iqr_ms = medians["fwd"][label]
+            m.fwd_bwd_ms, m.fwd_bwd_iqr_ms = medians["fwd_bwd"][label]
+            if budget.memory:
+                m.peak_bytes, m.peak_rss_bytes, m.memory_source = _torch_memory(c["fwd_bwd"], device)
+            out[label] = m
         except Exception as e:
             out[label] = e
     module = out.get("module")
@@ -507,7 +555,7 @@ def time_torch_all(fns: dict, spec, d: matrix.Drawn, device: str, budget: Budget
             note = f"torch.compile failed: {_error(e)}"
             torch._dynamo.reset()
         module.note = "; ".join(filter(None, [module.note, note]))
-    return out
+    return {label: out[label] for label in fns}
 
 
 # -- JAX -----------------------------------------------------------------------------
