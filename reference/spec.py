@@ -9,6 +9,7 @@ the validation that all three packages share.
 from __future__ import annotations
 
 import difflib
+import functools
 import inspect
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -231,7 +232,14 @@ class LossSpec:
 
     @property
     def defaults(self) -> dict[str, Any]:
-        """The hyperparameters and their defaults, in signature order, reduction included."""
+        """The hyperparameters and their defaults, in signature order, reduction included (a
+        fresh dict)."""
+        return dict(self._signature_defaults)
+
+    @functools.cached_property
+    def _signature_defaults(self) -> dict[str, Any]:
+        # Read once: ``inspect.signature`` takes ~10 us, and every call of every variant binds
+        # its arguments (an alias's twice, for itself and for its target).
         params = inspect.signature(self.forward).parameters
         return {k: p.default for k, p in params.items() if k not in self.inputs}
 

@@ -140,24 +140,13 @@ def describe(name: str, x) -> checks.ArrayInfo:
     return TensorInfo(name, x)
 
 
-# Per spec: its defaults (``spec.defaults`` reads the forward's signature, ~10 us a call).
-_BOUND: dict[int, tuple] = {}
-
-
-def _spec_defaults(name: str):
-    spec = reference.get(name)
-    entry = _BOUND.get(id(spec))
-    if entry is None or entry[0] is not spec:
-        entry = _BOUND[id(spec)] = (spec, spec.defaults)
-    return entry
-
-
 def validate(name: str, inputs: tuple, kw: dict) -> dict:
-    """``reference.validate`` with torch's ``describe``, the spec's defaults read once.
+    """``reference.validate`` with torch's ``describe``.
 
     The same binding (a wrong input count or an unknown keyword goes to ``spec.bind``, which
     raises its TypeError) and the same shared checks, in the same order."""
-    spec, defaults = _spec_defaults(name)
+    spec = reference.get(name)
+    defaults = spec.defaults
     if len(inputs) != len(spec.inputs) or not kw.keys() <= defaults.keys():
         spec.bind(inputs, kw)  # raises
     kw = {**defaults, **kw}
