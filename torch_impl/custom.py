@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from reference.reductions import reduce, reduce_vjp
-from .core import builtin, function, module
+from .core import builtin, function, module, scaled
 
 
 # -- q_error ---------------------------------------------------------------------
@@ -190,7 +190,13 @@ gaussian_kernel_loss_function = function("gaussian_kernel_loss", GaussianKernelL
 
 def batch_sum_squared_error(input, target, reduction="mean"):
     d = input - target
-    return reduce((d * d).reshape(d.shape[0], -1).sum(dim=1), reduction)
+    squares = d * d
+    if reduction == "none":
+        return squares.reshape(d.shape[0], -1).sum(dim=1)
+    # The per-sample sums only to be added up: one sum over everything (torch's CPU sums rows
+    # of a few features several times slower). An empty batch's mean is 0 / 0, NaN.
+    total = squares.sum()
+    return total if reduction == "sum" else total / d.shape[0]
 
 
 class BatchSumSquaredErrorFunction(torch.autograd.Function):
@@ -210,10 +216,11 @@ class BatchSumSquaredErrorFunction(torch.autograd.Function):
         input, target = ctx.saved_tensors
         n = input.shape[0]
         g = reduce_vjp(grad_output, ctx.reduction, n)
+        g = 2.0 * g
         if g.dim():
             g = g.reshape((n,) + (1,) * (input.dim() - 1))
-        d_input = 2.0 * (input - target) * g
-        return d_input, -d_input, None
+        d_input = scaled(input - target, g)
+        return d_input, (-d_input if ctx.needs_input_grad[1] else None), None
 
 
 BatchSumSquaredError = module("batch_sum_squared_error", "BatchSumSquaredError", batch_sum_squared_error)

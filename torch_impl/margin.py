@@ -341,7 +341,8 @@ class HingeLossFunction(torch.autograd.Function):
     def backward(ctx, grad_output):
         x, y = ctx.saved_tensors
         g = reduce_vjp(grad_output, ctx.reduction, x.numel())
-        return torch.where(1.0 - x * y > 0, -y, torch.zeros_like(y)) * g, None, None
+        # -y g where the hinge is open: 1 - x y > 0 is x y < 1 (exactly, in floating point too)
+        return scaled(torch.where(x * y < 1.0, y, 0.0), -g), None, None
 
 
 HingeLoss = module("hinge_loss", "HingeLoss", hinge_loss)
@@ -370,7 +371,8 @@ class PerceptronLossFunction(torch.autograd.Function):
     def backward(ctx, grad_output):
         x, y = ctx.saved_tensors
         g = reduce_vjp(grad_output, ctx.reduction, x.numel())
-        return torch.where(-x * y > 0, -y, torch.zeros_like(y)) * g, None, None
+        # -y g where -x y > 0, that is x y < 0
+        return scaled(torch.where(x * y < 0.0, y, 0.0), -g), None, None
 
 
 PerceptronLoss = module("perceptron_loss", "PerceptronLoss", perceptron_loss)

@@ -68,25 +68,36 @@ def mse_loss(input, target, reduction="mean", weight=None):
 
 
 class MSELossFunction(torch.autograd.Function):
+    """Returns the difference input - target beside the loss (``returns_residuals``): the
+    backward is one product, 2 (input - target) g, not a difference and a product."""
+
     generate_vmap_rule = True
+    returns_residuals = True
 
     @staticmethod
     def forward(input, target, reduction, weight):
-        return mse_loss(input, target, reduction, weight)
+        d = input - target
+        return reduce(_weighted(d * d, weight), reduction, _weight_sum(weight)), d
 
     @staticmethod
     def setup_context(ctx, inputs, output):
         input, target, ctx.reduction, weight = inputs
-        ctx.save_for_backward(input, target, weight)
+        ctx.mark_non_differentiable(output[1])
+        ctx.set_materialize_grads(False)
+        ctx.save_for_backward(input, target, weight, output[1])
 
     @staticmethod
-    def backward(ctx, grad_output):
-        input, target, weight = ctx.saved_tensors
+    def backward(ctx, grad_output, _):
+        input, target, weight, d = ctx.saved_tensors
+        if grad_output is None:
+            return None, None, None, None
+        if torch.is_grad_enabled():  # recorded for a double backward: the difference as a function of the inputs
+            d = input - target
         if weight is None:
             g = cotangent(grad_output, ctx.reduction, input.numel(), 2.0)  # the 2 folded into 1/n
         else:
             g = reduce_vjp(grad_output, ctx.reduction, input.numel(), _weight_sum(weight)) * (2.0 * weight)
-        d_input = scaled(input - target, g)
+        d_input = d * g
         return d_input, (-d_input if ctx.needs_input_grad[1] else None), None, None
 
 
@@ -373,7 +384,9 @@ SquaredError = alias("squared_error", "SquaredError")
 
 def l2_loss(predictions, targets, reduction="none"):
     d = predictions - targets
-    return reduce(0.5 * d * d, reduction)
+    if reduction == "none":
+        return 0.5 * (d * d)
+    return 0.5 * reduce(d * d, reduction)  # the half on the reduced scalar: one pass fewer
 
 
 class L2LossFunction(torch.autograd.Function):
@@ -392,8 +405,8 @@ class L2LossFunction(torch.autograd.Function):
     def backward(ctx, grad_output):
         predictions, targets = ctx.saved_tensors
         g = reduce_vjp(grad_output, ctx.reduction, predictions.numel())
-        d_predictions = (predictions - targets) * g
-        return d_predictions, -d_predictions, None
+        d_predictions = scaled(predictions - targets, g)
+        return d_predictions, (-d_predictions if ctx.needs_input_grad[1] else None), None
 
 
 L2Loss = module("l2_loss", "L2Loss", l2_loss)
