@@ -107,12 +107,15 @@ mse_loss_function = function("mse_loss", MSELossFunction)
 
 # -- huber_loss ------------------------------------------------------------------
 
-def _clipped(input, target, delta):
+def _clipped(input, target, delta, fresh=False):
     """The per-element huber loss and its slope k = clip(d, -delta, delta): the loss is
     (d - k/2) k, which is d^2/2 inside delta and delta (|d| - delta/2) outside, in four passes
-    with no mask (and autograd's derivative of it is k)."""
+    with no mask (and autograd's derivative of it is k). ``fresh``: outside autograd, written
+    into d (two large allocations, not four: a fresh block costs this CPU its page faults)."""
     d = input - target
     k = d.clamp(-delta, delta)
+    if fresh:
+        return d.sub_(k, alpha=0.5).mul_(k), k
     return torch.sub(d, k, alpha=0.5) * k, k
 
 
@@ -129,7 +132,7 @@ class HuberLossFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(input, target, reduction, delta, weight):
-        elementwise, slope = _clipped(input, target, delta)
+        elementwise, slope = _clipped(input, target, delta, fresh=not torch.is_grad_enabled())
         return reduce(_weighted(elementwise, weight), reduction), slope
 
     @staticmethod
@@ -163,7 +166,7 @@ def _smooth_l1(input, target, reduction, beta):
     if beta == 0:
         d = input - target
         return reduce(d.abs(), reduction), d.sign()
-    elementwise, slope = _clipped(input, target, beta)
+    elementwise, slope = _clipped(input, target, beta, fresh=not torch.is_grad_enabled())
     out = reduce(elementwise, reduction)
     return (out if beta == 1.0 else out / beta), slope
 
