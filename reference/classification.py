@@ -1907,10 +1907,9 @@ def sample_class_probabilities(rng: np.random.Generator, shape=(6, 4), edges=Fal
     y_true, y_pred = rng.integers(shape[-1], size=shape[:-1]).astype(np.int64), _probabilities(rng, shape)
     if edges:
         rows_true, rows_pred = y_true.reshape(-1), y_pred.reshape(-1, shape[-1])
-        rows_pred[0] = 1.0 / (shape[-1] - 1)
-        rows_pred[0, rows_true[0]] = 0.0
-        rows_pred[1] = 0.0
-        rows_pred[1, rows_true[1]] = 1.0
+        for row, p_true in list(enumerate((0.0, 1.0)))[:len(rows_true)]:
+            rows_pred[row] = (1.0 - p_true) / max(shape[-1] - 1, 1)
+            rows_pred[row, rows_true[row]] = p_true
     return y_true, y_pred
 
 
