@@ -29,23 +29,39 @@ def margin_ranking_loss(input1, input2, target, margin=0.0, reduction="mean"):
 
 
 class MarginRankingLossFunction(torch.autograd.Function):
+    """Returns the hinges max(0, margin - t (x1 - x2)) beside the loss (``returns_residuals``),
+    computed in one fresh tensor: the hinge is open where it is positive (margin - z > 0 is
+    z < margin, exactly, in floating point too), so the backward reads the hinges, the target
+    and the cotangent. Not for ``none``, whose output is the hinges themselves."""
+
     generate_vmap_rule = True
+    returns_residuals = True
 
     @staticmethod
     def forward(input1, input2, target, margin, reduction):
-        return margin_ranking_loss(input1, input2, target, margin, reduction)
+        z = input2 - input1  # under vmap the target may be batched where the inputs are not
+        hinges = (z.mul_(target) if in_place_ok() else z * target).add_(margin).clamp_min_(0.0)
+        return (hinges, None) if reduction == "none" else (reduce(hinges, reduction), hinges)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
         input1, input2, target, ctx.margin, ctx.reduction = inputs
-        ctx.save_for_backward(input1, input2, target)
+        if output[1] is not None:
+            ctx.mark_non_differentiable(output[1])
+        ctx.set_materialize_grads(False)
+        ctx.save_for_backward(input1, input2, target, output[1])
 
     @staticmethod
-    def backward(ctx, grad_output):
-        input1, input2, target = ctx.saved_tensors
+    def backward(ctx, grad_output, _):
+        input1, input2, target, hinges = ctx.saved_tensors
+        if grad_output is None:
+            return None, None, None, None, None
         g = cotangent(grad_output, ctx.reduction, input1.numel(), -1.0)
-        active_target = torch.where(target * (input1 - input2) < ctx.margin, target, 0.0)  # where the hinge is open
-        d_input1 = scaled(active_target, g)
+        if hinges is None or torch.is_grad_enabled():  # (recorded for a double backward: from the inputs)
+            open_hinges = target * (input1 - input2) < ctx.margin
+        else:
+            open_hinges = hinges > 0
+        d_input1 = scaled(torch.where(open_hinges, target, 0.0), g)
         return d_input1, (-d_input1 if ctx.needs_input_grad[1] else None), None, None, None
 
 
