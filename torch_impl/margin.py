@@ -106,23 +106,36 @@ def soft_margin_loss(input, target, reduction="mean"):
 
 
 class SoftMarginLossFunction(torch.autograd.Function):
+    """Returns the margins t x beside the loss (``returns_residuals``): the backward's
+    sigmoid reads them, not a second product."""
+
     generate_vmap_rule = True
+    returns_residuals = True
 
     @staticmethod
     def forward(input, target, reduction):
-        return soft_margin_loss(input, target, reduction)
+        margins = target * input
+        if reduction == "none":
+            return F.logsigmoid(margins).neg_(), margins
+        return -reduce(F.logsigmoid(margins), reduction), margins  # negated once reduced
 
     @staticmethod
     def setup_context(ctx, inputs, output):
         input, target, ctx.reduction = inputs
-        ctx.save_for_backward(input, target)
+        ctx.mark_non_differentiable(output[1])
+        ctx.set_materialize_grads(False)
+        ctx.save_for_backward(input, target, output[1])
 
     @staticmethod
-    def backward(ctx, grad_output):
-        input, target = ctx.saved_tensors
+    def backward(ctx, grad_output, _):
+        input, target, margins = ctx.saved_tensors
+        if grad_output is None:
+            return None, None, None
+        if torch.is_grad_enabled():  # recorded for a double backward: the margins as a function of the input
+            margins = target * input
         g = cotangent(grad_output, ctx.reduction, input.numel())
         # -t sigmoid(-t x) = t (sigmoid(t x) - 1)
-        s = torch.sigmoid(target * input)
+        s = torch.sigmoid(margins)
         slope = s.sub_(1.0).mul_(target) if in_place_ok() else (s - 1.0) * target
         return scaled(slope, g), None, None
 
