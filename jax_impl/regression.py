@@ -335,21 +335,25 @@ custom_vjp("mean_absolute_percentage_error", mean_absolute_percentage_error_cust
 
 # -- mean_squared_logarithmic_error (Keras) ----------------------------------------
 
+def _msle_terms(y_true, y_pred):
+    """The clipped prediction x = max(y_pred, eps) and log(1 + x) - log(1 + max(y, eps))."""
+    x = jnp.maximum(y_pred, KERAS_EPSILON)
+    return x, jnp.log1p(x) - jnp.log1p(jnp.maximum(y_true.astype(y_pred.dtype), KERAS_EPSILON))
+
+
 def mean_squared_logarithmic_error(y_true, y_pred, reduction="none"):
-    y = y_true.astype(y_pred.dtype)
-    diff = jnp.log1p(jnp.maximum(y_pred, KERAS_EPSILON)) - jnp.log1p(jnp.maximum(y, KERAS_EPSILON))
+    _, diff = _msle_terms(y_true, y_pred)
     return reduce((diff * diff).mean(-1), reduction)
 
 
 def _mean_squared_logarithmic_error_fwd(y_true, y_pred, reduction):
-    return mean_squared_logarithmic_error(y_true, y_pred, reduction), (y_true, y_pred)
+    # the backward reads the difference of logs and the clipped prediction: no second log1p
+    x, diff = _msle_terms(y_true, y_pred)
+    return reduce((diff * diff).mean(-1), reduction), (y_pred, x, diff)
 
 
 def _mean_squared_logarithmic_error_bwd(reduction, residuals, cotangent):
-    y_true, y_pred = residuals
-    y = y_true.astype(y_pred.dtype)
-    x = jnp.maximum(y_pred, KERAS_EPSILON)
-    diff = jnp.log1p(x) - jnp.log1p(jnp.maximum(y, KERAS_EPSILON))
+    y_pred, x, diff = residuals
     g = reduce_vjp(cotangent, reduction, _rows(y_pred))
     slope = jnp.where(y_pred > KERAS_EPSILON, 2.0 / y_pred.shape[-1] * diff / (1.0 + x), 0.0)
     return None, slope * jnp.expand_dims(g, -1)
