@@ -411,37 +411,55 @@ def _torch_median_ms(f, device: str, budget: Budget) -> tuple[float, float]:
 
 def _torch_medians_ms(calls: dict, device: str, budget: Budget) -> dict:
     """``{label: (median, interquartile range)}`` in milliseconds of each ``f()``, timed by
-    ``torch.utils.benchmark.Timer`` (all cores, CUDA synchronised) in blocks of calls, the
-    labels' blocks interleaved round-robin as in ``_jax_medians_ms``: ``blocked_autorange``
-    times one statement to its end before the next starts, and this machine's drift then
-    falls on one side only. A call that raises raises here."""
-    out, timers, number, blocks, spent = {}, {}, {}, {}, {}
+    ``torch.utils.benchmark.Timer`` (all cores, CUDA synchronised) in blocks of
+    ``Timer.timeit(number)``, the labels' blocks interleaved (:func:`_interleaved_medians_ms`).
+    A call that raises raises here."""
     stmt = "f(); torch.cuda.synchronize()" if device == "cuda" else "f()"
-    for label, f in calls.items():
+
+    def once(f) -> float:
         f()  # warm-up (allocator, dispatch caches, first-call costs)
         _sync(device)
         start = time.perf_counter()
         f()
         _sync(device)
-        once = max(time.perf_counter() - start, 1e-7)
-        if once > SLOW_CALL:
-            out[label] = (once * 1e3, math.nan)
+        return time.perf_counter() - start
+
+    def block(timer, number: int) -> float:
+        return timer.timeit(number).raw_times[0]
+
+    timers = {label: benchmark.Timer(stmt=stmt, globals={"f": f, "torch": torch}, num_threads=torch.get_num_threads())
+              for label, f in calls.items()}
+    return _interleaved_medians_ms(timers, lambda label: once(calls[label]), block, budget)
+
+
+def _interleaved_medians_ms(calls: dict, once, block, budget: Budget) -> dict:
+    """``{label: (median, interquartile range)}`` in milliseconds of one call of each entry of
+    ``calls``: ``once(label)`` warms a call up and returns the seconds of one more, and
+    ``block(calls[label], number)`` the seconds of ``number`` calls. The labels' blocks (at
+    least ``budget.block_time`` each, at least 5 and ``budget.min_run_time`` in all) are
+    interleaved round-robin: this machine's speed drifts by 15-20% from minute to minute (a
+    VM's neighbours), and measured one after the other (as ``blocked_autorange`` does) our
+    code and the built-in met different drifts (the same loss read 0.4x and 1.6x of its
+    built-in in two runs). A call slower than ``SLOW_CALL`` is timed once."""
+    out, number, blocks, spent = {}, {}, {}, {}
+    for label in calls:
+        seconds = max(once(label), 1e-7)
+        if seconds > SLOW_CALL:
+            out[label] = (seconds * 1e3, math.nan)
             continue
-        timers[label] = benchmark.Timer(stmt=stmt, globals={"f": f, "torch": torch},
-                                        num_threads=torch.get_num_threads())
-        number[label], blocks[label], spent[label] = max(1, int(budget.block_time / once)), [], 0.0
+        number[label], blocks[label], spent[label] = max(1, int(budget.block_time / seconds)), [], 0.0
 
     def wanted(label) -> bool:
         return len(blocks[label]) < 5 or (spent[label] < budget.min_run_time and len(blocks[label]) < 200)
 
-    while any(wanted(label) for label in timers):
-        for label in [label for label in timers if wanted(label)]:
-            block = timers[label].timeit(number[label])
-            blocks[label].append(block)
-            spent[label] += block.raw_times[0]
-    for label, measurements in blocks.items():
-        m = benchmark.Measurement.merge(measurements)[0]
-        out[label] = (m.median * 1e3, m.iqr * 1e3 if len(m.times) >= MIN_SPREAD_BLOCKS else math.nan)
+    while any(wanted(label) for label in blocks):
+        for label in [label for label in blocks if wanted(label)]:
+            elapsed = block(calls[label], number[label])
+            blocks[label].append(elapsed / number[label])
+            spent[label] += elapsed
+    for label, times in blocks.items():
+        p25, p50, p75 = np.percentile(times, [25, 50, 75])
+        out[label] = (float(p50) * 1e3, float(p75 - p25) * 1e3 if len(times) >= MIN_SPREAD_BLOCKS else math.nan)
     return out
 
 
@@ -567,36 +585,23 @@ def _jax_median_ms(compiled, args, budget: Budget) -> tuple[float, float]:
 
 def _jax_medians_ms(calls: dict, budget: Budget) -> dict:
     """``{label: (median, interquartile range)}`` in milliseconds of each ``(compiled, args)``,
-    their blocks interleaved round-robin: this machine's speed drifts by 15-20% from minute to
-    minute (a VM's neighbours), and measured one after the other our program and the built-in's
-    met different drifts (the same loss read 0.4x and 1.6x of its built-in in two runs)."""
-    out, number, blocks, spent = {}, {}, {}, {}
-    for label, (compiled, args) in calls.items():
+    every call ending in ``block_until_ready``, the labels' blocks interleaved
+    (:func:`_interleaved_medians_ms`)."""
+    def once(label) -> float:
+        compiled, args = calls[label]
         jax.block_until_ready(compiled(*args))  # warm-up
         start = time.perf_counter()
         jax.block_until_ready(compiled(*args))
-        once = max(time.perf_counter() - start, 1e-7)
-        if once > SLOW_CALL:
-            out[label] = (once * 1e3, math.nan)
-            continue
-        number[label], blocks[label], spent[label] = max(1, int(budget.block_time / once)), [], 0.0
+        return time.perf_counter() - start
 
-    def wanted(label) -> bool:
-        return len(blocks[label]) < 5 or (spent[label] < budget.min_run_time and len(blocks[label]) < 200)
+    def block(call, number: int) -> float:
+        compiled, args = call
+        start = time.perf_counter()
+        for _ in range(number):
+            jax.block_until_ready(compiled(*args))
+        return time.perf_counter() - start
 
-    while any(wanted(label) for label in blocks):
-        for label in [label for label in blocks if wanted(label)]:
-            compiled, args = calls[label]
-            start = time.perf_counter()
-            for _ in range(number[label]):
-                jax.block_until_ready(compiled(*args))
-            elapsed = time.perf_counter() - start
-            blocks[label].append(elapsed / number[label])
-            spent[label] += elapsed
-    for label, times in blocks.items():
-        p25, p50, p75 = np.percentile(times, [25, 50, 75])
-        out[label] = (float(p50) * 1e3, float(p75 - p25) * 1e3)
-    return out
+    return _interleaved_medians_ms(calls, once, block, budget)
 
 
 def _jax_programs(fn, spec, d: matrix.Drawn, device: str, forward: bool = True):
