@@ -79,7 +79,7 @@ import re
 import time
 import warnings
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import jax
 import numpy as np
@@ -416,7 +416,8 @@ def _torch_medians_ms(calls: dict, device: str, budget: Budget) -> dict:
     A call that raises raises here."""
     stmt = "f(); torch.cuda.synchronize()" if device == "cuda" else "f()"
 
-    def once(f) -> float:
+    def once(label) -> float:
+        f = calls[label]
         f()  # warm-up (allocator, dispatch caches, first-call costs)
         _sync(device)
         start = time.perf_counter()
@@ -429,7 +430,7 @@ def _torch_medians_ms(calls: dict, device: str, budget: Budget) -> dict:
 
     timers = {label: benchmark.Timer(stmt=stmt, globals={"f": f, "torch": torch}, num_threads=torch.get_num_threads())
               for label, f in calls.items()}
-    return _interleaved_medians_ms(timers, lambda label: once(calls[label]), block, budget)
+    return _interleaved_medians_ms(timers, once, block, budget)
 
 
 def _interleaved_medians_ms(calls: dict, once, block, budget: Budget) -> dict:
@@ -498,11 +499,6 @@ def _torch_calls(fn, spec, d: matrix.Drawn, device: str):
         return torch.autograd.grad(out, diff, cotangent.to(out.dtype), allow_unused=True)
 
     return {"fwd": forward, "fwd_bwd": forward_backward}, moved
-
-
-def time_torch(fn, spec, d: matrix.Drawn, device: str, budget: Budget) -> Measured:
-    """The forward's and the forward + backward's median ms and spread, peak memory, bytes moved."""
-    return time_torch_all({None: fn}, spec, d, device, replace(budget, torch_compile=False))[None]
 
 
 def time_torch_compiled(module_call, spec, d: matrix.Drawn, device: str, budget: Budget) -> tuple[float, float, str]:
