@@ -2,15 +2,15 @@
 
     lossparity report [--out DIR] [--losses a,b] [--variants ...] [--dtypes ...] [--quick] [--seed N]
                       [--device cpu|cuda|auto] [--format text|markdown|json|csv] [--no-training] [--no-sweep]
-                      [--no-pictures]
+                      [--no-slow-tests] [--no-pictures] [--strict]
     lossparity list [--format table|csv|markdown|json]
     lossparity show NAME [--format text|markdown]
     lossparity bench [--losses a,b] [--sizes 1e3,1e4] [--classes 10,100] [--tokens N] [--device cpu|cuda|auto]
                      [--out DIR] [--quick] [--no-compile] [--no-sweep] [--no-timings]
     lossparity bench --memory [--memory-size N,H,V] [--chunk-size C] [--out DIR]
 
-Exit codes: 0 done (``report`` also when cells failed, unless ``--strict``), 1 cells
-failed under ``--strict``, 2 a usage error such as an unknown loss name.
+Exit codes: 0 done (``report`` also when cells or slow tests failed, unless ``--strict``),
+1 cells or slow tests failed under ``--strict``, 2 a usage error such as an unknown loss name.
 """
 
 from __future__ import annotations
@@ -99,14 +99,20 @@ def cmd_report(args) -> int:
     if sweep:  # scaling.csv, before report.write: its pictures may read it
         bench.run_sweep(out, swept, devices=devices, variants=impl, seed=args.seed,
                         log=lambda m: print(m, file=sys.stderr))
+    if not (args.quick or args.no_slow_tests):  # after the timings, which want the cores to themselves
+        from . import slow_tests
+        rep.slow_tests = slow_tests.run(losses, args.jobs, log=bar.log)
+        bar.log(_slow_tests_line(rep.slow_tests))
     written = report.write(rep, out, progress=bar, with_pictures=not args.no_pictures)
     if sweep:
         written.append(out / "scaling.csv")
     seconds = time.perf_counter() - start
     failed = [(loss, f) for loss, fs in sorted(rep.failures.items()) for f in fs]
+    slow_failed = rep.slow_tests is not None and (bool(rep.slow_tests.problem) or len(rep.slow_tests.failed()) > 0)
+    status = 1 if (args.strict and (failed or slow_failed)) else 0
     if args.format != "text":
         sys.stdout.write(_report_summary(args.format, rep, out, written, seconds, report))
-        return 1 if (args.strict and failed) else 0
+        return status
     c = report.counts(rep.parity)
     print()
     figures = sum(1 for p in written if p.suffix == ".png")
@@ -120,6 +126,10 @@ def cmd_report(args) -> int:
           f"{c['xfail']} xfail{xpass}; {fd} ({seconds:.0f} s)")
     if rep.training is not None:
         print(_training_line(rep.training))
+    if rep.slow_tests is not None:
+        print(_slow_tests_line(rep.slow_tests))
+        for r in rep.slow_tests.failed().head(50).itertuples():
+            print(f"  {r.outcome:<6} {r.test}: {report._one_line(r.message, 200)}")
     if failed:
         print(f"\nFAILED ({len(failed)}):")
         for loss, f in failed[:50]:
@@ -133,7 +143,15 @@ def cmd_report(args) -> int:
             print(f"  {loss}: {whats}: {why}")
     if not failed and not rep.skipped:
         print("nothing failed, nothing skipped")
-    return 1 if (args.strict and failed) else 0
+    return status
+
+
+def _slow_tests_line(result) -> str:
+    if result.problem:
+        return f"slow tests: not run: {result.problem}"
+    c = result.counts()
+    return (f"slow tests: {len(result.tests)} run, {c['passed']} passed, {c['failed'] + c['error']} failed, "
+            f"{c['xfail']} xfail, {c['skipped']} skipped ({result.seconds:.0f} s)")
 
 
 def _training_line(result) -> str:
@@ -154,6 +172,12 @@ def _report_summary(fmt: str, rep, out: Path, written: list, seconds: float, rep
     if fmt == "csv":
         return per_loss.to_csv(index=False, lineterminator="\n")
     if fmt == "json":
+        slow = None
+        if rep.slow_tests is not None:
+            slow = {"problem": rep.slow_tests.problem or None, "seconds": round(rep.slow_tests.seconds, 1),
+                    **rep.slow_tests.counts(),
+                    "failures": [{"test": r.test, "outcome": r.outcome, "message": r.message}
+                                 for r in rep.slow_tests.failed().itertuples()]}
         training = None
         if rep.training is not None:
             training = {"passed": rep.training.passed, "tolerance": rep.training.settings["tolerance"],
@@ -165,7 +189,8 @@ def _report_summary(fmt: str, rep, out: Path, written: list, seconds: float, rep
                   "reference": {"run": c["reference"], "passed": c["reference_passed"]},
                   "failures": [{"loss": loss, "id": f["id"], "status": f["status"],
                                 "what": f["detail"].splitlines()[0] if f["detail"] else ""} for loss, f in failed],
-                  "skipped": rep.skipped, "training": training, "seconds": round(seconds, 1),
+                  "skipped": rep.skipped, "training": training, "slow_tests": slow,
+                  "seconds": round(seconds, 1),
                   "per_loss": json.loads(per_loss.to_json(orient="records"))}
         return json.dumps(record, indent=2) + "\n"
     blocks = [report.heading(2, "lossparity report"),
@@ -175,6 +200,8 @@ def _report_summary(fmt: str, rep, out: Path, written: list, seconds: float, rep
               report.table(per_loss.values.tolist(), list(per_loss.columns))]
     if rep.training is not None:
         blocks.append(report.para(_training_line(rep.training) + "."))
+    if rep.slow_tests is not None:
+        blocks.append(report.para(_slow_tests_line(rep.slow_tests) + "."))
     if failed:
         blocks += [report.heading(3, f"Failed ({len(failed)})"),
                    report.table([[f["id"], f["status"], report._one_line(f["detail"].splitlines()[0]
@@ -292,8 +319,9 @@ def parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("report", help="run the parity matrix and the timings; write CSV and markdown",
                        description="Run the parity matrix (CPU, and CUDA where present), the reference's VJP "
-                                   "against finite differences, and the timings; write parity.csv, timings.csv, "
-                                   "REPORT.md and losses/<name>.md.")
+                                   "against finite differences, the timings, the training-level parity and the "
+                                   "tests make test leaves out as slow; write parity.csv, timings.csv, "
+                                   "slow_tests.csv, REPORT.md and losses/<name>.md.")
     r.add_argument("--out", default=str(DEFAULT_OUT), help="output folder (default: reports/output/)")
     r.add_argument("--losses", help="comma-separated loss names (default: the whole catalogue)")
     r.add_argument("--variants", nargs="+", metavar="VARIANT",
@@ -310,6 +338,9 @@ def parser() -> argparse.ArgumentParser:
                         "classes; also skipped with --quick or --no-timings)")
     r.add_argument("--no-training", action="store_true",
                    help="skip the training-level parity (a CNN on the 8x8 digits; about a minute, 10 s with --quick)")
+    r.add_argument("--no-slow-tests", action="store_true",
+                   help="skip the tests make test leaves out as slow (a pytest run on all cores, after the timings; "
+                        "tens of minutes on 2 cores; also skipped with --quick)")
     r.add_argument("--no-pictures", action="store_true",
                    help="skip the PNGs (matplotlib) and their places in the markdown")
     r.add_argument("--device", choices=("cpu", "cuda", "auto"), default="auto",
@@ -318,7 +349,7 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--format", choices=("text", "markdown", "json", "csv"), default="text",
                    help="the summary printed to stdout when done: text (default), a markdown table, a JSON object, "
                         "or CSV with one row per loss; progress goes to stderr (a bar on a terminal)")
-    r.add_argument("--strict", action="store_true", help="exit with status 1 when a cell failed")
+    r.add_argument("--strict", action="store_true", help="exit with status 1 when a cell or a slow test failed")
     r.set_defaults(func=cmd_report)
 
     ls = sub.add_parser("list", help="the catalogue: name, family, inputs, hyperparameters, built-ins")

@@ -32,7 +32,7 @@ from tabulate import tabulate
 import jax_impl
 import reference
 import torch_impl
-from . import matrix, timing
+from . import matrix, slow_tests, timing
 from .system import atomic_write
 
 PARITY_COLUMNS = ["loss", "case", "reduction", "framework", "variant", "dtype", "device",
@@ -339,6 +339,7 @@ class Report:
     skipped: list           # {"loss", "what", "reason"}
     settings: dict
     training: object = None  # reports.training.TrainingResult, or None when it was not run
+    slow_tests: object = None  # reports.slow_tests.SlowTests, or None when they were not run
 
 
 class Progress:
@@ -564,6 +565,9 @@ def write(report: Report, out: Path, log=print, progress: Progress | None = None
         written.append(out / "training.csv")
         atomic_write(written[-1], report.training.curves.to_csv(index=False, float_format="%.10g", na_rep="",
                                                                 lineterminator="\n"))
+    if report.slow_tests is not None:
+        written.append(out / "slow_tests.csv")
+        write_csv(report.slow_tests.tests, written[-1])
     if with_pictures:
         pictures = draw_pictures(report, out, progress or Progress(log=log))
     else:
@@ -868,6 +872,8 @@ def report_page(report: Report, pictures: Pictures | None = None) -> list:
     files = ["[parity.csv](parity.csv)", "[timings.csv](timings.csv)"]
     if report.training is not None:
         files.append("[training.csv](training.csv)")
+    if report.slow_tests is not None:
+        files.append("[slow_tests.csv](slow_tests.csv)")
     if pictures.scaling_source:
         files.append("[scaling.csv](scaling.csv)")
     blocks = [heading(1, "lossparity report"),
@@ -889,6 +895,10 @@ def report_page(report: Report, pictures: Pictures | None = None) -> list:
                  f"{c['reference_passed']} of {c['reference']} passed" if c["reference"] else "not run"],
                 ["skipped implementations", f"{sum(1 for k in report.skipped if k['what'] != 'timings')}"
                                             f" (in {n_skipped_losses} losses)"]]
+    if report.slow_tests is not None and not report.slow_tests.problem:
+        sc = report.slow_tests.counts()
+        summary.append(["slow tests (outside `make test`)", f"{sc['passed']} passed, {sc['failed'] + sc['error']} failed, "
+                                                            f"{sc['xfail']} xfail, {sc['skipped']} skipped"])
     blocks.append(table(summary, ["", "count"]))
 
     tol_rows = [[dt, _fmt(rt), _fmt(at)] for dt, (rt, at) in matrix.TOLERANCES.items() if dt in s["dtypes"]]
@@ -973,13 +983,14 @@ def report_page(report: Report, pictures: Pictures | None = None) -> list:
 
     blocks += scaling_blocks(pictures)
     blocks += training_blocks(report.training, pictures)
+    blocks += slow_test_blocks(report.slow_tests)
     present = [b[2] for b in blocks if b[0] == "heading" and b[2] in REPORT_SECTIONS]
     blocks[2] = para("Contents: " + " · ".join(f"[{title}](#{_anchor(title)})" for title in present))
     return blocks
 
 
 REPORT_SECTIONS = ("Summary", "Parity at a glance", "Worst cells by gradient error", "Failures", "Skipped",
-                   "Catalogue", "Timings", "Time against problem size", "Training-level parity")
+                   "Catalogue", "Timings", "Time against problem size", "Training-level parity", "Slow tests")
 
 
 def _anchor(title: str) -> str:
@@ -1060,6 +1071,42 @@ def training_blocks(result, pictures: Pictures) -> list:
           "bit for bit the same."))
     if "training" in pictures.files:
         blocks.append(image("training curves and their differences from the built-in", pictures.files["training"]))
+    return blocks
+
+
+SLOW_TESTS_SHOWN = 100  # failures listed in REPORT.md; slow_tests.csv has every test
+
+
+def slow_test_blocks(result) -> list:
+    """The "Slow tests" section: the tests ``make test`` leaves out (``slow``), run by the
+    report (``reports.slow_tests``), counted per file, with each failure's message."""
+    blocks = [heading(2, "Slow tests")]
+    if result is None:
+        blocks.append(para("Not run (`--quick` or `--no-slow-tests`). The tests marked `slow` are the second-order "
+                           "and transform checks, the built-in comparisons and `check_grads` beyond `make test`'s "
+                           "quick tier; `make test PYTEST_ARGS='-m slow'` runs them too."))
+        return blocks
+    if result.problem:
+        blocks.append(para(f"Not run: {result.problem}. The command was `{result.command}`."))
+        return blocks
+    c = result.counts()
+    blocks.append(para(
+        f"The tests `make test` leaves out as `slow` (the parity matrix's slow cells are this report's parity "
+        f"phase), run as `{result.command}` in {_clock(result.seconds)}: {len(result.tests)} tests, "
+        + ", ".join(f"{c[o]} {o}" for o in slow_tests.OUTCOMES if c[o] or o in ("passed", "failed"))
+        + ". An `xfail` is declared on the spec with its reason and runs strict: it fails where it passes. "
+          "[slow_tests.csv](slow_tests.csv) has every test with its outcome, seconds and message."))
+    per_file = result.per_file()
+    blocks.append(table(per_file.values.tolist(), list(per_file.columns)))
+    failed = result.failed()
+    if len(failed):
+        blocks += [heading(3, f"Failed slow tests ({len(failed)})"),
+                   para("`.venv/bin/python -m pytest 'TEST'` reruns one; the transform checks' messages end with the "
+                        "Python call that reproduces the failure (slow_tests.csv has each message whole)."),
+                   table([[r.test, r.outcome, _one_line(r.message, 200)] for r in failed.head(SLOW_TESTS_SHOWN).itertuples()],
+                         ["test", "outcome", "message"])]
+        if len(failed) > SLOW_TESTS_SHOWN:
+            blocks.append(para(f"... and {len(failed) - SLOW_TESTS_SHOWN} more (slow_tests.csv has them all)."))
     return blocks
 
 

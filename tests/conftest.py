@@ -48,6 +48,21 @@ def _loss_in_nodeid(nodeid: str) -> str | None:
 _LOSSES = frozenset(reference.names())
 
 
+def pytest_collection_modifyitems(config, items):
+    """Where ``$LOSSPARITY_TEST_LOSSES`` names losses (comma-separated; ``lossparity report
+    --losses`` sets it for the slow tests it runs), keep only the tests of those losses."""
+    wanted = os.environ.get("LOSSPARITY_TEST_LOSSES")
+    if not wanted:
+        return
+    keep = set(wanted.split(","))
+    selected, deselected = [], []
+    for item in items:
+        (selected if _loss_in_nodeid(item.nodeid) in keep else deselected).append(item)
+    if deselected:
+        config.hook.pytest_deselected(items=deselected)
+        items[:] = selected
+
+
 def pytest_xdist_make_scheduler(config, log):
     """Under ``--dist loadgroup`` (``make test``) every test of one loss runs in one worker:
     JAX compiles each program once per process, and a loss's tests share their programs

@@ -329,7 +329,7 @@ def test_device_cuda_without_one_is_a_clear_error(capsys, tmp_path):
 
 
 TINY = ["report", "--losses", "mse_loss", "--variants", "module", "--dtypes", "float64", "--no-timings",
-        "--no-training", "--device", "cpu"]
+        "--no-training", "--no-slow-tests", "--device", "cpu"]
 
 
 def test_report_format_json_keeps_stdout_for_the_summary(capsys, tmp_path):
