@@ -83,12 +83,13 @@ def run(losses=None, jobs: int | None = None, log=print, tests: Path = TESTS, ma
         args = pytest_args(jobs, tests, markers)
         cmd = [sys.executable, "-m", "pytest", *args, f"--junitxml={junit_xml}"]
         shown = shlex.join(["python", "-m", "pytest", *args])
-        if not tests.is_dir():
-            return SlowTests(_frame([]), 0.0, shown, f"no tests folder at {tests} (an installed copy)")
         env = dict(os.environ)
         if losses:
             env[LOSSES_VARIABLE] = ",".join(losses)
-        log(f"slow tests: {shown}" + (f" ({LOSSES_VARIABLE}={env[LOSSES_VARIABLE]})" if losses else ""))
+            shown = f"{LOSSES_VARIABLE}={shlex.quote(env[LOSSES_VARIABLE])} {shown}"
+        if not tests.is_dir():
+            return SlowTests(_frame([]), 0.0, shown, f"no tests folder at {tests} (an installed copy)")
+        log(f"slow tests: {shown}")
         tail = collections.deque(maxlen=5)
         logged = -1
         with subprocess.Popen(cmd, cwd=tests.parent, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
