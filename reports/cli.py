@@ -149,9 +149,7 @@ def cmd_report(args) -> int:
 def _slow_tests_line(result) -> str:
     if result.problem:
         return f"slow tests: not run: {result.problem}"
-    c = result.counts()
-    return (f"slow tests: {len(result.tests)} run, {c['passed']} passed, {c['failed'] + c['error']} failed, "
-            f"{c['xfail']} xfail, {c['skipped']} skipped ({result.seconds:.0f} s)")
+    return f"slow tests: {result.summary()} ({result.seconds:.0f} s)"
 
 
 def _training_line(result) -> str:

@@ -896,9 +896,7 @@ def report_page(report: Report, pictures: Pictures | None = None) -> list:
                 ["skipped implementations", f"{sum(1 for k in report.skipped if k['what'] != 'timings')}"
                                             f" (in {n_skipped_losses} losses)"]]
     if report.slow_tests is not None and not report.slow_tests.problem:
-        sc = report.slow_tests.counts()
-        summary.append(["slow tests (outside `make test`)", f"{sc['passed']} passed, {sc['failed'] + sc['error']} failed, "
-                                                            f"{sc['xfail']} xfail, {sc['skipped']} skipped"])
+        summary.append(["slow tests (outside `make test`)", report.slow_tests.summary()])
     blocks.append(table(summary, ["", "count"]))
 
     tol_rows = [[dt, _fmt(rt), _fmt(at)] for dt, (rt, at) in matrix.TOLERANCES.items() if dt in s["dtypes"]]

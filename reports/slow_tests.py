@@ -49,6 +49,12 @@ class SlowTests:
         found = self.tests["outcome"].value_counts()
         return {o: int(found.get(o, 0)) for o in OUTCOMES}
 
+    def summary(self) -> str:
+        """``"214 run: 212 passed, 0 failed, 0 xfail, 2 skipped"`` (an error counts as failed)."""
+        c = self.counts()
+        return (f"{len(self.tests)} run: {c['passed']} passed, {c['failed'] + c['error']} failed, {c['xfail']} xfail, "
+                f"{c['skipped']} skipped")
+
     def failed(self) -> pd.DataFrame:
         return self.tests[self.tests["outcome"].isin(["failed", "error"])]
 

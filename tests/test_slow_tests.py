@@ -133,7 +133,8 @@ def test_the_report_runs_them_after_the_rest_and_writes_them(monkeypatch, tmp_pa
     assert calls == [["mse_loss"]]
     assert len(pd.read_csv(out / "slow_tests.csv")) == 6
     text = (out / "REPORT.md").read_text()
-    assert re.search(r"\| slow tests \(outside `make test`\) +\| 1 passed, 3 failed, 1 xfail, 1 skipped +\|", text)
+    assert re.search(r"\| slow tests \(outside `make test`\) +\| 6 run: 1 passed, 3 failed, 1 xfail, 1 skipped +\|",
+                     text)
     assert "## Slow tests" in text and "[Slow tests](#slow-tests)" in text
-    assert "slow tests: 6 run, 1 passed, 3 failed, 1 xfail, 1 skipped" in stdout
+    assert "slow tests: 6 run: 1 passed, 3 failed, 1 xfail, 1 skipped" in stdout
     assert "failed tests/test_tier.py::test_fails: AssertionError: the value differs" in stdout
