@@ -12,12 +12,6 @@ def loss_case_reduction(tiered: bool = False, quick_rule=quick):
     return list(_loss_case_reduction(tiered, quick_rule))
 
 
-def default_case_only(spec, case, reduction) -> bool:
-    """A quick tier of one test a loss: its default case under ``half_reduction``."""
-    case = spec.case(case)
-    return case is spec.cases[0] and reduction == half_reduction(spec, case)
-
-
 def _loss_case_reduction(tiered: bool, quick_rule):
     for name in reference.names():
         spec = reference.get(name)

@@ -22,10 +22,12 @@ transformed function, so nothing that must be traced is a closure constant. A ch
 fail for a genuine reason is declared on the spec (``XFail(check=...)``) and runs as
 ``xfail(strict=True)``. A failing test prints the call that reproduces it.
 
-``make test`` runs every check on every loss's default case (under its default reduction),
-and the torch checks also on the cases whose hyperparameters change the second-order code path
-(weights, ignore_index, label smoothing, masks): a hand-written backward is differentiated
-again only in torch, while JAX differentiates its VJP rule itself. The other cells are ``slow``.
+``make test`` runs every check but ``jax.jit`` on every loss's default case (under its default
+reduction), and the torch checks also on the cases whose hyperparameters change the second-order
+code path (weights, ignore_index, label smoothing, masks): a hand-written backward is
+differentiated again only in torch, while JAX differentiates its VJP rule itself. The other
+cells, and ``jax.jit`` (eager JAX compiles each operation apart; ``make test``'s matrix runs every
+JAX cell under jit), are ``slow``: ``make report`` runs them.
 """
 
 from __future__ import annotations
@@ -53,6 +55,9 @@ CHECKS = {
     "jax.vmap": ("autodiff", "custom_vjp"),
     "jax.hvp": ("autodiff", "custom_vjp"),
 }
+
+# Checks that run only in the slow tier (the report runs it): see ``_fast``.
+SLOW_CHECKS = {"jax.jit"}
 
 # Hyperparameters whose cases take another path through a backward (and its derivative).
 SECOND_ORDER_KEYS = {"weight", "pos_weight", "class_weights", "weights", "where", "ignore_index",
@@ -387,7 +392,11 @@ def reproducer(check, name, case, reduction, variant) -> str:
 def _fast(spec, case, reduction, check) -> bool:
     """Whether ``make test`` runs ``check`` on (case, reduction): the default case under the
     loss's default reduction, and for the torch checks the cases that set a second-order
-    hyperparameter, under ``mean`` (where a weighted mean's denominator enters the derivative)."""
+    hyperparameter, under ``mean`` (where a weighted mean's denominator enters the derivative).
+    ``jax.jit`` is ``slow`` everywhere: its eager run compiles every operation apart (55 s of a
+    cold ``make test`` on 2 cores), and in ``make test`` every JAX matrix cell runs under jit."""
+    if check in SLOW_CHECKS:
+        return False
     reductions = spec.case_reductions(case)
     if case is spec.cases[0]:
         default = spec.defaults.get("reduction")
