@@ -116,15 +116,16 @@ def half_reduction(spec, case) -> str:
 def quick(spec, case, reduction: str, dtype: str | None = None) -> bool:
     """Whether ``make test`` runs this (case, reduction, dtype); the rest is marked ``slow``, and
     the report runs every cell. The quick tier keeps every loss, every implementation and every
-    case: the default case (``spec.cases[0]``) under every reduction, in every dtype; each other
-    case under one reduction (``half_reduction``: ``mean`` where it has it) in one dtype: float32
-    where the case admits it (the edges of the domain are float32's: logits of 1e4, saturated
-    probabilities), else its first. ``dtype=None`` (the float64-only tests): the dtype is not asked.
-    A reduction's own code (a weighted mean's denominator, ``batchmean``, NaN for every target
-    ignored) is a case of its own where it matters, so it stays in the quick tier."""
+    case: the default case (``spec.cases[0]``) under every reduction in float64, and under one
+    reduction (``half_reduction``: ``mean`` where it has it) in every dtype; each other case under
+    that one reduction in one dtype: float32 where the case admits it (the edges of the domain are
+    float32's: logits of 1e4, saturated probabilities), else its first. ``dtype=None`` (the
+    float64-only tests): the dtype is not asked. A reduction's own code (a weighted mean's
+    denominator, ``batchmean``, NaN for every target ignored) is a case of its own where it
+    matters, so it stays in the quick tier."""
     case = spec.case(case)
     if case is spec.matrix_cases[0]:
-        return True
+        return dtype in (None, "float64") or reduction == half_reduction(spec, case)
     if reduction != half_reduction(spec, case):
         return False
     if dtype is None or dtype in HALF_DTYPES:

@@ -1,5 +1,6 @@
 """The hand-written backwards, checked by the frameworks' own tools in float64:
-torch.autograd.gradcheck on every Function in every case, jax.test_util.check_grads on every
+torch.autograd.gradcheck on every Function in every case (``make test``: the matrix's quick tier
+of cases and reductions, ``reports.matrix.quick``), jax.test_util.check_grads on every
 custom_vjp. check_grads is ``slow`` (``make report`` runs it; 14 s of a cold ``make test`` on 2
 cores): in ``make test`` every matrix cell holds the custom_vjp's VJP to the reference's, and the
 reference's VJP is held to central differences in every case (``test_reference_vjp.py``);
@@ -17,7 +18,7 @@ from reports.matrix import draw, jax_arrays, on_differentiable, torch_arrays
 from cases import loss_case_reduction
 
 
-@pytest.mark.parametrize("name, case, reduction", loss_case_reduction())
+@pytest.mark.parametrize("name, case, reduction", loss_case_reduction(tiered=True))
 def test_torch_function_gradcheck(name, case, reduction):
     spec = reference.get(name)
     d = draw(spec, case, reduction, "float64")
