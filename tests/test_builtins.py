@@ -7,7 +7,9 @@ built-in lacks: that cell is skipped, with the reason. JAX built-ins run under j
 calls of one loss as one program (``matrix.run_jax_calls``), except where the built-in or
 its adapter reads its arrays' values. A comparison known to fail for a genuine reason (the
 built-in's own bug, recorded as a ``Difference``) is declared on the spec,
-``XFail(check="jax.builtin")``, and runs as ``xfail(strict=True)``.
+``XFail(check="jax.builtin")``, and runs as ``xfail(strict=True)``. ``make test`` compares
+torch's built-ins on the matrix's quick tier (``reports.matrix.quick``) and JAX's on each loss's
+default case; the rest is ``slow`` (``make report`` runs it).
 """
 
 import jax
@@ -27,10 +29,14 @@ _READS_VALUES = (jax.errors.ConcretizationTypeError, jax.errors.TracerArrayConve
 
 def _params():
     for param in loss_case_reduction(tiered=True):
-        name = param.values[0]
+        name, case = param.values[:2]
         for framework, pkg in (("torch", torch_impl), ("jax", jax_impl)):
             if pkg.builtin(name) is not None:
                 marks = list(param.marks)
+                # JAX's built-ins outside the default case are slow: XLA compiles their programs
+                # (about 15 s of a cold make test on 2 cores); torch's run eagerly in milliseconds.
+                if framework == "jax" and case != reference.get(name).cases[0].name and not marks:
+                    marks.append(pytest.mark.slow)
                 reason = reference.get(name).check_xfail_reason(f"{framework}.builtin", "builtin", *param.values[1:])
                 if reason:
                     marks.append(pytest.mark.xfail(strict=True, reason=reason))
