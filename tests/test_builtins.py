@@ -18,7 +18,7 @@ import pytest
 import jax_impl
 import reference
 import torch_impl
-from reports.matrix import TOLERANCES, compare, draw, expected, run_jax, run_jax_calls, run_torch, Cell
+from reports.matrix import TOLERANCES, compare, draw, expected, quick, run_jax, run_jax_calls, run_torch, Cell
 from cases import PerLoss, loss_case_reduction
 
 # What jax.jit raises where a function reads a traced array's value (optax's dice losses check
@@ -27,16 +27,23 @@ _READS_VALUES = (jax.errors.ConcretizationTypeError, jax.errors.TracerArrayConve
                  jax.errors.TracerIntegerConversionError)
 
 
+def _jax_quick(spec, case, reduction) -> bool:
+    """JAX's built-ins in ``make test``: the quick tier's default case only. XLA compiles their
+    programs (the other cases took about 15 s of a cold make test on 2 cores); torch's run
+    eagerly in milliseconds and keep the whole quick tier."""
+    return spec.case(case) is spec.cases[0] and quick(spec, case, reduction)
+
+
+FRAMEWORKS = (("torch", torch_impl, quick), ("jax", jax_impl, _jax_quick))
+
+
 def _params():
-    for param in loss_case_reduction(tiered=True):
-        name, case = param.values[:2]
-        for framework, pkg in (("torch", torch_impl), ("jax", jax_impl)):
+    tiers = [loss_case_reduction(tiered=True, quick_rule=rule) for _, _, rule in FRAMEWORKS]
+    for params in zip(*tiers):  # the same (loss, case, reduction) in each framework's tier
+        for (framework, pkg, _), param in zip(FRAMEWORKS, params):
+            name = param.values[0]
             if pkg.builtin(name) is not None:
                 marks = list(param.marks)
-                # JAX's built-ins outside the default case are slow: XLA compiles their programs
-                # (about 15 s of a cold make test on 2 cores); torch's run eagerly in milliseconds.
-                if framework == "jax" and case != reference.get(name).cases[0].name and not marks:
-                    marks.append(pytest.mark.slow)
                 reason = reference.get(name).check_xfail_reason(f"{framework}.builtin", "builtin", *param.values[1:])
                 if reason:
                     marks.append(pytest.mark.xfail(strict=True, reason=reason))
