@@ -15,7 +15,8 @@ import torch
 import torch.nn.functional as F
 
 from reference.reductions import reduce, reduce_vjp
-from .core import builtin, class_major, cotangent, function, in_place_ok, module, scaled, scatter_value, take
+from .core import (builtin, class_major, cotangent, function, in_place_ok, indicator, module, scaled, scatter_value,
+                   take)
 
 
 def _per_sample_count(input) -> int:
@@ -58,10 +59,10 @@ class MarginRankingLossFunction(torch.autograd.Function):
             return None, None, None, None, None
         g = cotangent(grad_output, ctx.reduction, input1.numel(), -1.0)
         if hinges is None or torch.is_grad_enabled():  # (recorded for a double backward: from the inputs)
-            open_hinges = target * (input1 - input2) < ctx.margin
+            open_hinges = indicator(torch.lt, target * (input1 - input2), ctx.margin)
         else:
-            open_hinges = hinges > 0
-        d_input1 = scaled(torch.where(open_hinges, target, 0.0), g)
+            open_hinges = indicator(torch.gt, hinges, 0.0)
+        d_input1 = scaled(scaled(open_hinges, target), g)
         return d_input1, (-d_input1 if ctx.needs_input_grad[1] else None), None, None, None
 
 
@@ -91,7 +92,9 @@ class HingeEmbeddingLossFunction(torch.autograd.Function):
     def backward(ctx, grad_output):
         input, target = ctx.saved_tensors
         g = cotangent(grad_output, ctx.reduction, input.numel())
-        slope = torch.where(target == 1, 1.0, torch.where(input < ctx.margin, -1.0, 0.0).to(input.dtype))
+        # 1 where t = 1, else -[x < margin]: [x < margin] (t - 1) / 2 + (t + 1) / 2 for t in {-1, 1}
+        positive = (target + 1.0) * 0.5
+        slope = torch.addcmul(positive, indicator(torch.lt, input, ctx.margin), positive - 1.0)
         return scaled(slope, g), None, None, None
 
 
@@ -240,7 +243,7 @@ class MultilabelMarginLossFunction(torch.autograd.Function):
         if grad_output is None:
             return None, None, None
         num_classes = ctx.shape[-1]
-        active = (hinges > 0).to(hinges.dtype)
+        active = indicator(torch.gt, hinges, 0.0)
         # d/dx_c = (sum_k a_kc - sum over the k with t_k = c of sum_i a_ki) / C, class-major
         d_input = active.sum(0).scatter_add_(0, safe, active.sum(1).neg_())
         g = cotangent(grad_output, ctx.reduction, safe.shape[-1], 1.0 / num_classes)
@@ -313,7 +316,7 @@ class MultiMarginLossFunction(torch.autograd.Function):
             slope = 2.0 * torch.where(wrong, z.clamp_min(0.0), 0.0)
             d_input = slope - torch.where(wrong, 0.0, slope.sum(-1, keepdim=True))
             return d_input * g.unsqueeze(-1), None, None, None, None, None
-        slope = (h > 0).to(h.dtype) if ctx.p == 1 else 2.0 * h
+        slope = indicator(torch.gt, h, 0.0) if ctx.p == 1 else 2.0 * h
         index = target.reshape(1, -1)
         total = slope.sum(0, keepdim=True)
         d_input = slope.scatter_(0, index, total.neg_()) if in_place_ok() else slope.scatter(0, index, -total)
@@ -371,7 +374,7 @@ class HingeLossFunction(torch.autograd.Function):
         x, y = ctx.saved_tensors
         g = reduce_vjp(grad_output, ctx.reduction, x.numel())
         # -y g where the hinge is open: 1 - x y > 0 is x y < 1 (exactly, in floating point too)
-        return scaled(torch.where(x * y < 1.0, y, 0.0), -g), None, None
+        return scaled(scaled(indicator(torch.lt, x * y, 1.0), y), -g), None, None
 
 
 HingeLoss = module("hinge_loss", "HingeLoss", hinge_loss)
@@ -401,7 +404,7 @@ class PerceptronLossFunction(torch.autograd.Function):
         x, y = ctx.saved_tensors
         g = reduce_vjp(grad_output, ctx.reduction, x.numel())
         # -y g where -x y > 0, that is x y < 0
-        return scaled(torch.where(x * y < 0.0, y, 0.0), -g), None, None
+        return scaled(scaled(indicator(torch.lt, x * y, 0.0), y), -g), None, None
 
 
 PerceptronLoss = module("perceptron_loss", "PerceptronLoss", perceptron_loss)
