@@ -271,16 +271,25 @@ def check_ctc_loss(args: dict) -> None:
     if not padded and tl_values.sum() != targets.shape[0]:
         raise ValueError(f"target_lengths must sum to the length of the concatenated targets, "
                          f"{targets.shape[0]}; they sum to {tl_values.sum()}")
-    for n, length in enumerate(tl_values):
-        start = int(tl_values[:n].sum())
-        labels = targets_values[n, :length] if padded else np.reshape(targets_values, (-1,))[start:start + length]
-        outside = labels[(labels < 0) | (labels >= num_classes)]
-        if outside.size:
-            raise IndexError(f"targets holds class index {int(outside[0])} in sample {n}, outside "
-                             f"[0, {num_classes})")
-        if np.any(labels == blank):
-            raise ValueError(f"targets must not hold the blank label {blank} within target_lengths "
-                             f"(sample {n})")
+    # Every sample's labels within its target length, in order, beside the sample each is from.
+    if padded:
+        within = np.arange(targets.shape[-1])[None, :] < tl_values[:, None]
+        labels = np.asarray(targets_values)[within]
+        sample = np.nonzero(within)[0]
+    else:
+        labels = np.reshape(targets_values, (-1,))
+        sample = np.repeat(np.arange(tl_values.size), tl_values)
+    outside = (labels < 0) | (labels >= num_classes)
+    is_blank = labels == blank
+    # The first sample with either fault; within one sample an index outside the classes comes first.
+    first_outside = sample[outside.argmax()] if outside.any() else np.inf
+    first_blank = sample[is_blank.argmax()] if is_blank.any() else np.inf
+    if first_outside <= first_blank and first_outside < np.inf:
+        raise IndexError(f"targets holds class index {int(labels[outside.argmax()])} in sample "
+                         f"{int(first_outside)}, outside [0, {num_classes})")
+    if first_blank < np.inf:
+        raise ValueError(f"targets must not hold the blank label {blank} within target_lengths "
+                         f"(sample {int(first_blank)})")
 
 
 # -- sampling ------------------------------------------------------------------------
