@@ -124,6 +124,8 @@ def cmd_report(args) -> int:
           else "reference vs finite differences not run")
     print(f"{len(rep.losses)} losses, {c['cells']} cells: {c['passed']} passed, {c['failed']} failed, "
           f"{c['xfail']} xfail{xpass}; {fd} ({seconds:.0f} s)")
+    for line in _targets_lines(rep, out):
+        print(line)
     if rep.training is not None:
         print(_training_line(rep.training))
     if rep.slow_tests is not None:
@@ -144,6 +146,13 @@ def cmd_report(args) -> int:
     if not failed and not rep.skipped:
         print("nothing failed, nothing skipped")
     return status
+
+
+def _targets_lines(rep, out: Path) -> list[str]:
+    """The speed targets at the timings' default sizes (REPORT.md has every point of the sweep too)."""
+    from . import bench, report
+    targets = report.speed_targets(rep, out)
+    return ["speed targets: " + bench.targets_line(r) for r in targets[targets["measured"] == "timings"].itertuples()]
 
 
 def _slow_tests_line(result) -> str:
@@ -188,6 +197,7 @@ def _report_summary(fmt: str, rep, out: Path, written: list, seconds: float, rep
                   "failures": [{"loss": loss, "id": f["id"], "status": f["status"],
                                 "what": f["detail"].splitlines()[0] if f["detail"] else ""} for loss, f in failed],
                   "skipped": rep.skipped, "training": training, "slow_tests": slow,
+                  "speed_targets": json.loads(report.speed_targets(rep, out).to_json(orient="records")),
                   "seconds": round(seconds, 1),
                   "per_loss": json.loads(per_loss.to_json(orient="records"))}
         return json.dumps(record, indent=2) + "\n"
@@ -298,6 +308,12 @@ def cmd_bench(args) -> int:
         print()
     if "scaling" in result:
         print(bench.scaling_table(result["scaling"]))
+        print()
+    targets = bench.speed_targets(result.get("timings"), result.get("scaling"))
+    if len(targets):
+        print(f"speed targets (the fastest variant of each loss over its built-in, forward + backward): median "
+              f"at most {bench.TARGET_MEDIAN}x, none above {bench.TARGET_MAX}x")
+        print(bench.targets_table(targets))
     skipped = result.get("timings_skipped", []) + result.get("scaling_skipped", [])
     for k in skipped:
         print(f"skipped {k['loss']} {k['what']}: {k['reason']}")

@@ -575,7 +575,7 @@ def write(report: Report, out: Path, log=print, progress: Progress | None = None
         pictures.scaling_source = _scaling_frame(report, out)[1]
     written += [out / p for p in pictures.files.values()]
     written.append(out / "REPORT.md")
-    atomic_write(written[-1], render(report_page(report, pictures), "markdown"))
+    atomic_write(written[-1], render(report_page(report, pictures, speed_targets(report, out)), "markdown"))
     for name in report.losses:
         path = out / "losses" / f"{name}.md"
         atomic_write(path, render(loss_page(name, report.parity, report.timings, report.failures.get(name, []),
@@ -613,6 +613,12 @@ def _scaling_frame(report: Report, out: Path) -> tuple[pd.DataFrame | None, str]
     if path.exists():
         return pd.read_csv(path), "`scaling.csv` found in the report's folder"
     return None, ""
+
+
+def speed_targets(report: Report, out: Path) -> pd.DataFrame:
+    """``bench.speed_targets`` of the report's timings and its size sweep (``_scaling_frame``)."""
+    from . import bench
+    return bench.speed_targets(report.timings, _scaling_frame(report, out)[0])
 
 
 def draw_pictures(report: Report, out: Path, bar: Progress | None = None) -> Pictures:
@@ -864,7 +870,7 @@ TIMING_NOTE = ("float32, the default case, `reduction=\"mean\"`, milliseconds. M
                "(`gbps`, `copy_gbps`), and the machine (`cpu_model`, `threads`, `gpu`); see reports/timing.py.")
 
 
-def report_page(report: Report, pictures: Pictures | None = None) -> list:
+def report_page(report: Report, pictures: Pictures | None = None, targets: pd.DataFrame | None = None) -> list:
     parity, timings = report.parity, report.timings
     pictures = pictures or Pictures()
     c = counts(parity) if not parity.empty else counts(pd.DataFrame(columns=PARITY_COLUMNS))
@@ -978,6 +984,7 @@ def report_page(report: Report, pictures: Pictures | None = None) -> list:
                        image("forward + backward time over the built-in's, per loss", pictures.files["timings"])]
         blocks.append(details(f"All {len(timings)} timings (table)",
                               [table(_timing_rows(timings), ["loss"] + TIMING_HEADERS)]))
+    blocks += targets_blocks(targets, report.losses)
 
     blocks += scaling_blocks(pictures)
     blocks += training_blocks(report.training, pictures)
@@ -995,6 +1002,22 @@ def _anchor(title: str) -> str:
     """The anchor GitHub (and pandoc's gfm) gives a heading: lower case, punctuation dropped,
     spaces as hyphens."""
     return re.sub(r"[^a-z0-9 _-]", "", title.lower()).replace(" ", "-")
+
+
+def targets_blocks(targets: pd.DataFrame | None, losses=()) -> list:
+    from . import bench
+    if targets is None or targets.empty:
+        return []
+    rows = [[r.framework, r.device, r.point, r.losses, _fmt(r.median_ratio), _fmt(r.max_ratio),
+             f"[{r.worst_loss}](losses/{r.worst_loss}.md)" if r.worst_loss in losses else r.worst_loss,
+             r.above_max, "yes" if r.met else "**no**"] for r in targets.itertuples()]
+    return [heading(3, "Speed targets"),
+            para(f"The targets: for each loss with a built-in, the fastest of a framework's variants, forward + "
+                 f"backward, at most {bench.TARGET_MEDIAN}x the built-in at the median over the losses and never "
+                 f"above {bench.TARGET_MAX}x. Measured at the timings' default sizes (above) and at each point of "
+                 "the size sweep (below) that was run, over the losses timed there with their built-in."),
+            table(rows, ["framework", "device", "measured at", "losses", "median ratio", "max ratio", "worst",
+                         f"above {bench.TARGET_MAX}x", "met"])]
 
 
 def scaling_blocks(pictures: Pictures) -> list:

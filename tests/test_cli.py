@@ -293,6 +293,8 @@ def test_scaling_csv_in_the_folder_is_drawn(tmp_path):
     text = (tmp_path / "REPORT.md").read_text()
     assert "From `scaling.csv` found in the report's folder" in text and "](figures/scaling.png)" in text
     assert "[scaling.csv](scaling.csv)" in text
+    targets = text[text.index("### Speed targets"):]
+    assert "1e3 elements" in targets and "64 rows x 10 classes" in targets
     assert _images(tmp_path / "losses" / "mse_loss.md") == ["../figures/scaling_mse_loss.png"]
 
 
@@ -342,6 +344,7 @@ def test_report_format_json_keeps_stdout_for_the_summary(capsys, tmp_path):
     n = sum(len(reference.get("mse_loss").case_reductions(c)) for c in reference.get("mse_loss").matrix_cases)
     assert (record["losses"], record["cells"], record["passed"], record["failed"]) == (1, n, n, 0)
     assert record["training"] is None and record["failures"] == [] and record["out"] == str(tmp_path)
+    assert record["speed_targets"] == []  # --no-timings
     assert {"parity.csv", "REPORT.md", "losses/mse_loss.md", "figures/parity_mse_loss.png"} <= set(record["files"])
     assert record["per_loss"] == [{"loss": "mse_loss", "family": "regression", "cells": n, "passed": n, "failed": 0,
                                    "xfail": 0, "xpass": 0, "reference_passed": 0, "reference_run": 0,

@@ -124,6 +124,37 @@ def test_bench_command_writes_scaling_csv(tmp_path, capsys):
     assert list(df.columns) == bench.SCALING_COLUMNS and set(df["elements"]) == {100}
     out = capsys.readouterr().out
     assert "l1_loss" in out and "copy GB/s" in out and "scaling.csv" in out
+    assert "speed targets" in out and "1e2 elements" in out
+
+
+def _ratio_rows(framework, variants, ratios, **point):
+    return [{"loss": loss, "framework": framework, "variant": v, "device": "cpu", "ratio_to_builtin": r + 0.1 * k,
+             **point} for loss, r in ratios.items() for k, v in enumerate(variants)]
+
+
+def test_speed_targets_take_each_loss_best_variant():
+    timings = pd.DataFrame(_ratio_rows("torch", ["module", "function"], {"a": 1.0, "b": 1.04, "c": 1.3, "d": 1.02})
+                           + _ratio_rows("jax", ["autodiff", "custom_vjp"], {"a": 0.9, "b": 1.25})
+                           + [{"loss": "e", "framework": "torch", "variant": "module", "device": "cpu",
+                               "ratio_to_builtin": math.nan}])  # no built-in: not counted
+    sweep = [("elements", 1000, 998, math.nan), ("elements", 10 ** 6, 10 ** 6 + 2, math.nan),
+             ("classes", 256 * 10, 256 * 10, 10)]
+    scaling = pd.DataFrame([row for sw, asked, drawn, classes in sweep
+                            for row in _ratio_rows("torch", ["function", "builtin"], {"a": 2.0 if asked == 1000 else 1.0},
+                                                   sweep=sw, point_elements=asked, elements=drawn, classes=classes)])
+    got = bench.speed_targets(timings, scaling)
+    assert list(got.columns) == bench.TARGET_COLUMNS
+    assert got[["framework", "measured", "point"]].values.tolist() == [
+        ["torch", "timings", "default sizes"], ["torch", "sweep", "1e3 elements"], ["torch", "sweep", "1e6 elements"],
+        ["torch", "sweep", "256 rows x 10 classes"], ["jax", "timings", "default sizes"]]
+    torch_row, jax_row = got.iloc[0], got.iloc[4]
+    assert (torch_row.losses, torch_row.median_ratio, torch_row.max_ratio) == (4, 1.03, 1.3)
+    assert (torch_row.worst_loss, torch_row.above_max, torch_row.met) == ("c", 1, False)
+    assert (jax_row.median_ratio, jax_row.above_max, jax_row.met) == (1.075, 0, False)  # the median misses
+    assert got.iloc[1].met == False and got.iloc[2].met == True  # noqa: E712 (numpy bools)
+    assert set(got["losses"].iloc[1:4]) == {1}  # the sweep's built-in rows are not a variant
+    assert "not met" in bench.targets_line(torch_row) and "1 above 1.25x" in bench.targets_line(torch_row)
+    assert bench.speed_targets(None, None).empty
 
 
 def test_bench_command_refuses_bad_sizes(capsys):
