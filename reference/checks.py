@@ -53,6 +53,15 @@ class ArrayInfo:
     def values(self):
         return None if self._values is None else self._values()
 
+    def abs_bounds(self):
+        """``(min |x|, max |x|)``, or None as ``bounds``. A package may override it with its own
+        operations: ``signs`` reads it first, for a check on every call of a loss with labels."""
+        v = self.values()
+        if v is None or np.size(v) == 0 or np.asarray(v).dtype == np.bool_:
+            return None
+        magnitudes = np.abs(v)
+        return float(magnitudes.min()), float(magnitudes.max())
+
     def __repr__(self) -> str:
         return f"ArrayInfo({self.name}, shape={self.shape}, dtype={self.dtype})"
 
@@ -199,6 +208,8 @@ def signs(a: ArrayInfo) -> None:
     ``bounds`` only gives a minimum and a maximum, so the elements other than 1 are
     read: they must all be -1 (NaN and 0 are caught this way too).
     """
+    if a.abs_bounds() == (1.0, 1.0):  # every magnitude is 1: each element is -1 or 1
+        return
     b = a.bounds(1)
     if b is not None and not (b[0] == -1 and b[1] == -1):
         bad = b[1] if b[0] == -1 else b[0]
@@ -224,6 +235,8 @@ def kind_in(a: ArrayInfo, kinds: tuple[str, ...], what: str) -> None:
 def signs_or_binary(a: ArrayInfo) -> None:
     """Keras's hinge labels: every element in {-1, 1}, or every element in {0, 1} (which
     Keras converts to {-1, 1}). A mix of -1, 0 and 1 is neither; NaN is caught too."""
+    if a.abs_bounds() == (1.0, 1.0):  # all in {-1, 1}
+        return
     b = a.bounds()
     if b is None:
         return

@@ -151,6 +151,13 @@ class TensorInfo(checks.ArrayInfo):
         lo, hi = (b.item() for b in torch.aminmax(v))
         return lo, hi
 
+    def abs_bounds(self):
+        x = self._tensor
+        if _transforms_active() or x.numel() == 0 or x.dtype == torch.bool:
+            return None  # (a bool array has no magnitude: the checks say what they expected)
+        lo, hi = (b.item() for b in torch.aminmax(x.detach().abs()))
+        return lo, hi
+
     def values(self):
         if _transforms_active():
             return None
