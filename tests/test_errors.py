@@ -107,3 +107,32 @@ def test_reference_vjp_checks_the_cotangent():
 def test_importing_jax_impl_leaves_precision_alone():
     code = "import jax_impl, jax; assert not jax.config.jax_enable_x64"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+LABEL_POOLS = {"float": [-1.0, 0.0, 1.0, 2.0, 0.5, -100.0, np.inf, -np.inf, np.nan, 3e38],
+               "int": [-1, 0, 1, 2, 3, -100], "bool": [0, 1]}
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32", "float16", "bfloat16", "int64", "int32", "uint8", "bool"])
+def test_torch_array_bounds_are_numpys(dtype):
+    """torch's ``bounds(ignore)`` and ``abs_bounds()`` (the label checks' readings, written
+    without bool tensors for speed) give what the plain NumPy definition gives, on arrays of a
+    few label values with each of them, and one absent, ignored."""
+    import torch
+    from reference import checks
+    from torch_impl.core import TensorInfo
+    torch_dtype = getattr(torch, dtype)
+    kind = "bool" if dtype == "bool" else "float" if torch_dtype.is_floating_point else "int"
+    pool = [v for v in LABEL_POOLS[kind] if dtype != "uint8" or v >= 0]
+    rng = np.random.default_rng(0)
+    for _ in range(300):
+        values = rng.choice(pool, size=min(len(pool), int(rng.integers(1, 4))), replace=False)
+        t = torch.tensor(rng.choice(values, size=int(rng.integers(1, 20)))).to(torch_dtype)
+        a = t.double().numpy()  # every value above is exact in every dtype (3e38 is inf in float16)
+        ours, plain = TensorInfo("x", t), checks.numpy_info("x", a)
+        for ignore in [None, 7, *(float(v) if kind == "float" else int(v) for v in values)]:
+            got, want = ours.bounds(ignore), plain.bounds(ignore)
+            assert (got is None) == (want is None) and (got is None or np.array_equal(got, want, equal_nan=True)), \
+                f"TensorInfo('x', torch.tensor({t.tolist()}, dtype=torch.{dtype})).bounds({ignore!r}): {got} != {want}"
+        if kind != "bool":
+            assert np.array_equal(ours.abs_bounds(), plain.abs_bounds(), equal_nan=True), t.tolist()

@@ -106,17 +106,24 @@ def _dtype_info(dtype) -> tuple[str, str]:
     return info
 
 
-def _others(v: torch.Tensor, compare, ignore: float, fill: float) -> torch.Tensor:
-    """``v`` with its elements equal to ``ignore`` (one of its bounds) replaced by ``fill``
-    (the other bound). A label check reads this for every call, so it avoids bool tensors
-    (see ``indicator``): ``lerp(fill, v, w)`` with ``w`` 1 where ``compare(v, ignore)`` and 0
-    elsewhere is exactly ``v`` or exactly ``fill`` (torch's lerp is ``end - (end - start) * (1 - w)``
-    for w >= 0.5 and ``start + w * (end - start)`` below), as long as ``v - fill`` cannot
-    overflow; otherwise, and for integers, ``torch.where``."""
+def _bound_of_others(v: torch.Tensor, compare, ignore, fill, smallest: bool):
+    """The smallest (``smallest``) or largest element of ``v`` other than ``ignore``, one of its
+    bounds, found with the elements equal to ``ignore`` replaced by ``fill``, the other bound.
+    A label check reads this on every call, so it avoids bool tensors (see ``indicator``):
+    ``lerp(fill, v, w)`` with ``w`` 1 where ``compare(v, ignore)`` and 0 elsewhere is exactly
+    ``v`` or exactly ``fill`` (torch's lerp is ``end - (end - start) * (1 - w)`` for w >= 0.5 and
+    ``start + w * (end - start)`` below) as long as ``v - fill`` cannot overflow; integers are
+    read in float64, exactly, below 2**53. Otherwise ``torch.where``."""
+    as_float64 = not v.dtype.is_floating_point and v.dtype != torch.bool and max(abs(ignore), abs(fill)) < 2 ** 53
+    if as_float64:
+        v = v.double()
     if v.dtype.is_floating_point and max(abs(ignore), abs(fill)) <= torch.finfo(v.dtype).max / 4:
         weight = compare(v, ignore, out=torch.empty_like(v))
-        return torch.lerp(torch.full((), fill, dtype=v.dtype, device=v.device), v, weight)
-    return torch.where(v == ignore, fill, v)
+        others = torch.lerp(torch.full((), fill, dtype=v.dtype, device=v.device), v, weight)
+    else:
+        others = torch.where(v == ignore, fill, v)
+    bound = (others.amin() if smallest else others.amax()).item()
+    return int(bound) if as_float64 else bound
 
 
 class TensorInfo(checks.ArrayInfo):
@@ -142,9 +149,9 @@ class TensorInfo(checks.ArrayInfo):
         if lo == ignore == hi:
             return None  # every element is ignored
         if ignore == lo and lo < hi:  # the smallest of the others: ignored ones read as hi
-            return _others(v, torch.gt, lo, hi).amin().item(), hi
+            return _bound_of_others(v, torch.gt, lo, hi, smallest=True), hi
         if ignore == hi and lo < hi:
-            return lo, _others(v, torch.lt, hi, lo).amax().item()
+            return lo, _bound_of_others(v, torch.lt, hi, lo, smallest=False)
         v = v[v != ignore]  # NaN among the values: read the others
         if v.numel() == 0:
             return None
