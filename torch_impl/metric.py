@@ -343,14 +343,16 @@ def _slope(x):
 
 def _masked_logsumexp(x, mask, dim):
     """log sum exp of the masked entries along ``dim``, shifted by their maximum: (value, 0 where
-    the mask selects nothing; whether it selects anything). Nothing selected never reaches a
-    log(0) or an exp overflow, so autograd gives no NaN."""
-    xm = torch.where(mask, x, -math.inf)
+    the mask selects nothing; whether it selects anything, None for ``mask=None``, which selects
+    everything). Nothing selected never reaches a log(0) or an exp overflow, so autograd gives no NaN."""
+    xm = x if mask is None else torch.where(mask, x, -math.inf)
     shift = xm.amax(dim, keepdim=True).detach()
     shift = torch.where(torch.isfinite(shift), shift, 0.0)
     total = torch.exp(xm - shift).sum(dim, keepdim=True)
-    has = mask.any(dim)
     lse = (torch.log(torch.where(total > 0, total, 1.0)) + shift).squeeze(dim)
+    if mask is None:
+        return lse, None
+    has = mask.any(dim)
     return torch.where(has, lse, 0.0), has
 
 
@@ -490,19 +492,24 @@ ntxent_function = function("ntxent", NtxentFunction)
 
 # -- optax's ranking_softmax_loss ------------------------------------------------------
 
+def _kept(where, x):
+    """``x`` where ``where`` keeps it, 0 elsewhere; ``x`` itself without a ``where`` (no bool
+    tensor of ones: a ``torch.where`` over one costs as much as the rest of the loss)."""
+    return x if where is None else torch.where(where, x, 0.0)
+
+
 def _ranking_parts(logits, labels, where, weights):
-    valid = torch.ones_like(logits, dtype=torch.bool) if where is None else where
-    y = torch.where(valid, labels.to(logits.dtype), 0.0)
+    y = _kept(where, labels.to(logits.dtype))
     if weights is not None:
         y = y * weights
-    lse, _ = _masked_logsumexp(logits, valid, -1)
-    per_list = -torch.where(valid, y * (logits - lse.unsqueeze(-1)), 0.0).sum(-1)
-    counted = valid.any(-1).sum().clamp_min(1) if where is not None else max(per_list.numel(), 1)
-    return y, valid, lse, per_list, counted
+    lse, _ = _masked_logsumexp(logits, where, -1)
+    per_list = -_kept(where, y * (logits - lse.unsqueeze(-1))).sum(-1)
+    counted = where.any(-1).sum().clamp_min(1) if where is not None else max(per_list.numel(), 1)
+    return y, lse, per_list, counted
 
 
 def ranking_softmax_loss(logits, labels, *, where=None, weights=None, reduction="none"):
-    _, _, _, per_list, counted = _ranking_parts(logits, labels, where, weights)
+    _, _, per_list, counted = _ranking_parts(logits, labels, where, weights)
     return reduce(per_list, reduction, counted)
 
 
@@ -521,10 +528,10 @@ class RankingSoftmaxLossFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_output):
         logits, labels, where, weights = ctx.saved_tensors
-        y, valid, lse, per_list, counted = _ranking_parts(logits, labels, where, weights)
-        p = torch.where(valid, torch.exp(logits - lse.unsqueeze(-1)), 0.0)
+        y, lse, per_list, counted = _ranking_parts(logits, labels, where, weights)
+        p = _kept(where, torch.exp(logits - lse.unsqueeze(-1)))
         g = torch.broadcast_to(reduce_vjp(grad_output, ctx.reduction, per_list.numel(), counted), per_list.shape)
-        d = torch.where(valid, g.unsqueeze(-1) * (p * y.sum(-1, keepdim=True) - y), 0.0)
+        d = _kept(where, g.unsqueeze(-1) * (p * y.sum(-1, keepdim=True) - y))
         return d, None, None, None, None
 
 
