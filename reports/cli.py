@@ -93,11 +93,12 @@ def cmd_report(args) -> int:
                        with_timings=not args.no_timings, devices=devices, with_training=not args.no_training,
                        progress=bar)
     from . import bench
-    swept = [n for n in bench.SWEEP_LOSSES if losses is None or n in losses]
+    swept = [n for n in bench.SWEEP_LOSSES if n in rep.losses]
+    others = [n for n in rep.losses if n not in bench.SWEEP_LOSSES]
     impl = None if variants is None else [v for v in variants if v != "reference"]
-    sweep = bool(swept) and impl != [] and not (args.quick or args.no_sweep or args.no_timings)
+    sweep = bool(rep.losses) and impl != [] and not (args.quick or args.no_sweep or args.no_timings)
     if sweep:  # scaling.csv, before report.write: its pictures may read it
-        bench.run_sweep(out, swept, devices=devices, variants=impl, seed=args.seed,
+        bench.run_sweep(out, swept, devices=devices, variants=impl, seed=args.seed, others=others,
                         log=lambda m: print(m, file=sys.stderr))
     if not (args.quick or args.no_slow_tests):  # after the timings, which want the cores to themselves
         from . import slow_tests

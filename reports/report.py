@@ -615,6 +615,15 @@ def _scaling_frame(report: Report, out: Path) -> tuple[pd.DataFrame | None, str]
     return None, ""
 
 
+def _curves(scaling: pd.DataFrame | None) -> pd.DataFrame | None:
+    """The sweep's rows that draw a curve: a loss's sweep over two or more points (the report
+    times every other loss at a single size, for the speed targets)."""
+    if scaling is None or scaling.empty:
+        return scaling
+    keys = ["loss", "sweep"] if "sweep" in scaling else ["loss"]
+    return scaling[scaling.groupby(keys)["elements"].transform("nunique") > 1]
+
+
 def speed_targets(report: Report, out: Path) -> pd.DataFrame:
     """``bench.speed_targets`` of the report's timings and its size sweep (``_scaling_frame``)."""
     from . import bench
@@ -631,6 +640,7 @@ def draw_pictures(report: Report, out: Path, bar: Progress | None = None) -> Pic
             pics.notes[key] = "matplotlib is not installed (`pip install matplotlib`)"
         return pics
     scaling, pics.scaling_source = _scaling_frame(report, out)
+    scaling = _curves(scaling)
     jobs = [("parity", lambda p: plots.parity_heatmap(report.parity, p, "float32", matrix.TOLERANCES["float32"][0]),
              "parity_float32.png"),
             ("timings", lambda p: plots.timing_ratios(report.timings, p), "timing_ratios.png"),
@@ -1015,7 +1025,10 @@ def targets_blocks(targets: pd.DataFrame | None, losses=()) -> list:
             para(f"The targets: for each loss with a built-in, the fastest of a framework's variants, forward + "
                  f"backward, at most {bench.TARGET_MEDIAN}x the built-in at the median over the losses and never "
                  f"above {bench.TARGET_MAX}x. Measured at the timings' default sizes (above) and at each point of "
-                 "the size sweep (below) that was run, over the losses timed there with their built-in."),
+                 "the size sweep (below) that was run, over the losses timed there with their built-in. The "
+                 "report's sweep times the losses it does not sweep at "
+                 f"{' and '.join(bench._point_label('elements', n, None) for n in bench.EVERY_LOSS_SIZES)} too "
+                 "(all but those whose sampler has no shape to scale: they are timed at their default size only)."),
             table(rows, ["framework", "device", "measured at", "losses", "median ratio", "max ratio", "worst",
                          f"above {bench.TARGET_MAX}x", "met"])]
 

@@ -117,6 +117,19 @@ def test_a_tiny_sweep():
     assert set(df["cpu_model"]) == {timing.cpu_model()}
 
 
+def test_the_report_sweep_times_the_other_losses_at_one_size():
+    df, skipped = bench.run_sweep(None, ["mse_loss"], sizes=(64, 128), classes=(), quick=True, variants=["function"],
+                                  devices=["cpu"], others=["l1_loss"], other_sizes=(96,), log=None)
+    assert skipped == []
+    points = df.groupby("loss")["point_elements"].unique().map(sorted).to_dict()
+    assert points == {"mse_loss": [64, 128], "l1_loss": [96]}
+    from reports import report
+    assert set(report._curves(df)["loss"]) == {"mse_loss"}  # a single point draws no curve
+    targets = bench.speed_targets(None, df)
+    assert targets[targets["framework"] == "torch"]["point"].tolist() == ["64 elements", "96 elements",
+                                                                          "128 elements"]
+
+
 def test_bench_command_writes_scaling_csv(tmp_path, capsys):
     assert cli.main(["bench", "--losses", "l1_loss", "--sizes", "100", "--quick", "--no-timings",
                      "--out", str(tmp_path)]) == 0
@@ -124,7 +137,7 @@ def test_bench_command_writes_scaling_csv(tmp_path, capsys):
     assert list(df.columns) == bench.SCALING_COLUMNS and set(df["elements"]) == {100}
     out = capsys.readouterr().out
     assert "l1_loss" in out and "copy GB/s" in out and "scaling.csv" in out
-    assert "speed targets" in out and "1e2 elements" in out
+    assert "speed targets" in out and "100 elements" in out
 
 
 def _ratio_rows(framework, variants, ratios, **point):
