@@ -415,14 +415,17 @@ def _ranking_softmax_loss(logits, labels, where, weights, reduction):
 
 
 def _ranking_softmax_loss_fwd(logits, labels, where, weights, reduction):
-    return _ranking_softmax_loss(logits, labels, where, weights, reduction), (logits, labels, where, weights)
+    """The loss, and the softmax over the kept items, the weighted labels, the mask and the
+    mean's divisor: all the backward reads (it computes nothing of the forward again)."""
+    y, valid, lse, per_list, counted = _ranking_parts(logits, labels, where, weights)
+    p = jnp.where(valid, jnp.exp(logits - lse[..., None]), 0.0)
+    return reduce(per_list, reduction, counted), (p, y, valid, counted)
 
 
 def _ranking_softmax_loss_bwd(reduction, residuals, cotangent):
-    logits, labels, where, weights = residuals
-    y, valid, lse, per_list, counted = _ranking_parts(logits, labels, where, weights)
-    p = jnp.where(valid, jnp.exp(logits - lse[..., None]), 0.0)
-    g = jnp.broadcast_to(reduce_vjp(cotangent, reduction, per_list.size, counted), per_list.shape)
+    p, y, valid, counted = residuals
+    lists = p.shape[:-1]
+    g = jnp.broadcast_to(reduce_vjp(cotangent, reduction, math.prod(lists), counted), lists)
     d = jnp.where(valid, g[..., None] * (p * y.sum(-1, keepdims=True) - y), 0.0)
     return d, None, None, None
 
