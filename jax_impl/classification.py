@@ -90,7 +90,9 @@ def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean
         q = _effective_probability_targets(input, target, weight, label_smoothing)
         return reduce(-(q * logp).sum(cd), reduction)
     counts, safe, w_target = _class_index_terms(input, target, weight, ignore_index)
-    elementwise = -w_target * jnp.take_along_axis(logp, jnp.expand_dims(safe, cd), axis=cd).squeeze(cd)
+    picked = jnp.take_along_axis(logp, jnp.expand_dims(safe, cd), axis=cd).squeeze(cd)
+    # An ignored position is 0 even where its placeholder class has log p = -inf (0 * -inf is NaN).
+    elementwise = jnp.where(counts, -w_target * picked, 0.0)
     if label_smoothing > 0:
         num_classes = input.shape[cd]
         smooth = -(logp.sum(cd) if weight is None else (logp * _along_class(weight, input)).sum(cd))
@@ -135,7 +137,7 @@ def nll_loss(input, target, weight=None, ignore_index=-100, reduction="mean"):
     cd = _class_dim(input)
     counts, safe, w_target = _class_index_terms(input, target, weight, ignore_index)
     picked = jnp.take_along_axis(input, jnp.expand_dims(safe, cd), axis=cd).squeeze(cd)
-    return _weighted_mean(-w_target * picked, reduction, w_target.sum())
+    return _weighted_mean(jnp.where(counts, -w_target * picked, 0.0), reduction, w_target.sum())
 
 
 def _nll_loss_fwd(input, target, weight, ignore_index, reduction):

@@ -127,7 +127,10 @@ def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean
         q = _effective_probability_targets(input, target, weight, label_smoothing)
         return reduce(-(q * logp).sum(axis=cd), reduction)
     counts, safe, w_target = _class_index_terms(input, target, weight, ignore_index)
-    elementwise = -w_target * np.take_along_axis(logp, np.expand_dims(safe, cd), cd).squeeze(cd)
+    picked = np.take_along_axis(logp, np.expand_dims(safe, cd), cd).squeeze(cd)
+    # An ignored position is 0 even where its placeholder class has log p = -inf (0 * -inf is NaN).
+    with np.errstate(invalid="ignore"):
+        elementwise = np.where(counts, -w_target * picked, 0.0)
     if label_smoothing > 0:
         num_classes = input.shape[cd]
         w = np.ones(num_classes) if weight is None else weight
@@ -212,7 +215,9 @@ def nll_loss(input, target, weight=None, ignore_index=-100, reduction="mean"):
     cd = class_dim(input)
     counts, safe, w_target = _class_index_terms(input, target, weight, ignore_index)
     picked = np.take_along_axis(input, np.expand_dims(safe, cd), cd).squeeze(cd)
-    return _weighted_mean(-w_target * picked, reduction, w_target.sum())
+    with np.errstate(invalid="ignore"):  # an ignored position is 0 even at an input of -inf
+        elementwise = np.where(counts, -w_target * picked, 0.0)
+    return _weighted_mean(elementwise, reduction, w_target.sum())
 
 
 def nll_loss_vjp(cotangent, input, target, weight=None, ignore_index=-100, reduction="mean"):
@@ -405,11 +410,13 @@ def check_kl_div(args: dict) -> None:
 # -- samplers --------------------------------------------------------------------
 
 def sample_logits_and_labels(rng: np.random.Generator, shape=(6, 4), targets="indices",
-                             ignore_index=-100, ignored=0.0, logits="logits"):
+                             ignore_index=-100, ignored=0.0, logits="logits", ignored_rows_neg_inf=False):
     """Logits ``input`` ~ N(0, 1.5²) (log-probabilities with ``logits="log_probs"``) and
     ``target``: class indices (a share ``ignored`` set to ``ignore_index``; at least one
     ignored and, below 1, at least one kept) or, with ``targets="probabilities"``,
-    softmax-normalized class probabilities of the input's shape."""
+    softmax-normalized class probabilities of the input's shape. ``ignored_rows_neg_inf``:
+    the ignored positions' input at class 0 is ``-inf`` (a log-probability of 0), which an
+    ignored target must not turn into NaN: torch's loss skips those positions."""
     shape = tuple(shape)
     cd = 0 if len(shape) == 1 else 1
     num_classes = shape[cd]
@@ -427,6 +434,9 @@ def sample_logits_and_labels(rng: np.random.Generator, shape=(6, 4), targets="in
         if ignored < 1 and flat.size > 1:
             flat[-1] = False
         y = np.where(drop, ignore_index, y)
+        if ignored_rows_neg_inf:
+            first_class = (slice(None),) * cd + (0,)
+            x[first_class] = np.where(drop, -np.inf, x[first_class])
     return x, y.astype(np.int64)
 
 
@@ -590,6 +600,7 @@ register(LossSpec(
         Case("weighted", {"weight": class_weight}),
         Case("ignore_index", sample=_IGNORE),
         Case("ignore_index=1", {"ignore_index": 1}, sample={"ignore_index": 1, "ignored": 0.3}),
+        Case("ignore_index, -inf logit where ignored", sample={**_IGNORE, "ignored_rows_neg_inf": True}),
         Case("label_smoothing=0.2", {"label_smoothing": 0.2}),
         Case("weighted+ignore_index+label_smoothing", {"weight": class_weight, "label_smoothing": 0.2},
              sample=_IGNORE),
@@ -659,6 +670,8 @@ register(LossSpec(
         Case("ignore_index", sample=_IGNORE),
         Case("ignore_index=1", {"ignore_index": 1}, sample={"ignore_index": 1, "ignored": 0.3}),
         Case("weighted+ignore_index", {"weight": class_weight}, sample=_IGNORE),
+        Case("weighted+ignore_index, -inf where ignored", {"weight": class_weight},
+             sample={**_IGNORE, "ignored_rows_neg_inf": True}),
         Case("K-dim+weighted+ignore_index", {"weight": class_weight}, sample={**_KDIM, **_IGNORE}),
         Case("all_ignored", {"weight": class_weight}, sample={"ignore_index": -100, "ignored": 1.0},
              reductions=("none", "sum")),

@@ -132,7 +132,8 @@ def _index_rows(log_p_at, input, target, weight, ignore_index, reduction, cd):
     share of the cotangent: w_i, divided by sum_i w_i for ``mean`` (no autograd). ``log_p_at``
     gathers log-probabilities along ``cd`` at an index."""
     counts, safe, w_target = _class_index_terms(input, target, weight, ignore_index)
-    elementwise = log_p_at(safe.unsqueeze(cd)).squeeze(cd).mul_(w_target).neg_()
+    # An ignored position is 0 even where its placeholder class has log p = -inf (0 * -inf is NaN).
+    elementwise = torch.where(counts, log_p_at(safe.unsqueeze(cd)).squeeze(cd).mul_(w_target).neg_(), 0.0)
     if reduction != "mean":
         return reduce(elementwise, reduction), safe, w_target
     denominator = w_target.sum()
@@ -160,7 +161,7 @@ def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean
         q = _effective_probability_targets(input, target, weight, label_smoothing)
         return reduce(-(q * logp).sum(cd), reduction)
     counts, safe, w_target = _class_index_terms(input, target, weight, ignore_index)
-    elementwise = -w_target * logp.gather(cd, safe.unsqueeze(cd)).squeeze(cd)
+    elementwise = torch.where(counts, -w_target * logp.gather(cd, safe.unsqueeze(cd)).squeeze(cd), 0.0)
     if label_smoothing > 0:
         num_classes = input.shape[cd]
         smooth = -(logp.sum(cd) if weight is None else (logp * _along_class(weight, input)).sum(cd))
@@ -236,7 +237,7 @@ def nll_loss(input, target, weight=None, ignore_index=-100, reduction="mean"):
     cd = _class_dim(input)
     counts, safe, w_target = _class_index_terms(input, target, weight, ignore_index)
     picked = input.gather(cd, safe.unsqueeze(cd)).squeeze(cd)
-    return _weighted_mean(-w_target * picked, reduction, w_target.sum())
+    return _weighted_mean(torch.where(counts, -w_target * picked, 0.0), reduction, w_target.sum())
 
 
 class NLLLossFunction(torch.autograd.Function):
