@@ -146,22 +146,38 @@ def ctc_loss(log_probs, targets, input_lengths, target_lengths, blank=0, reducti
 
 
 class CTCLossFunction(torch.autograd.Function):
+    """Returns the per-sample negative log-likelihoods and the alpha recursion with its pieces
+    beside the loss (``returns_residuals``): the backward runs the beta recursion only, not the
+    forward's alpha recursion again (recorded for a double backward, it starts from the inputs)."""
+
     generate_vmap_rule = True
+    returns_residuals = True
 
     @staticmethod
     def forward(log_probs, targets, input_lengths, target_lengths, blank, reduction, zero_infinity):
-        return ctc_loss(log_probs, targets, input_lengths, target_lengths, blank, reduction, zero_infinity)
+        nll, (ext, skip, em, alphas, _, _) = _negative_log_likelihood(
+            log_probs, targets, input_lengths, target_lengths, blank)
+        loss = _reduce(nll, log_probs, target_lengths, reduction, zero_infinity)
+        # reduction="none" returns nll itself: the residual must be another tensor
+        return loss, (nll.clone() if reduction == "none" else nll), ext, skip, em, alphas
 
     @staticmethod
     def setup_context(ctx, inputs, output):
         log_probs, targets, input_lengths, target_lengths, ctx.blank, ctx.reduction, _ = inputs
-        ctx.save_for_backward(log_probs, targets, input_lengths, target_lengths)
+        ctx.mark_non_differentiable(*output[1:])
+        ctx.set_materialize_grads(False)
+        ctx.save_for_backward(log_probs, targets, input_lengths, target_lengths, *output[1:])
 
     @staticmethod
-    def backward(ctx, grad_output):
-        log_probs, targets, input_lengths, target_lengths = ctx.saved_tensors
-        nll, (ext, skip, em, alphas, il, tl) = _negative_log_likelihood(
-            log_probs, targets, input_lengths, target_lengths, ctx.blank)
+    def backward(ctx, grad_output, *_):
+        log_probs, targets, input_lengths, target_lengths, nll, ext, skip, em, alphas = ctx.saved_tensors
+        if grad_output is None:
+            return None, None, None, None, None, None, None
+        if torch.is_grad_enabled():  # recorded for a double backward: the recursion as a function of log_probs
+            nll, (ext, skip, em, alphas, il, tl) = _negative_log_likelihood(
+                log_probs, targets, input_lengths, target_lengths, ctx.blank)
+        else:
+            _, _, il, tl = batched(log_probs, targets, input_lengths, target_lengths)
         feasible = torch.isfinite(nll)
         log_occupancy = alphas + beta(em, skip, il, tl) + torch.where(feasible, nll, 0.0)[:, None]
         occupancy = torch.exp(log_occupancy)  # 0 where t >= T_n or no alignment exists
