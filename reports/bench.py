@@ -53,8 +53,9 @@ SWEEP = replace(timing.NORMAL, torch_compile=False, forward=False)
 QUICK_SWEEP = replace(timing.QUICK, torch_compile=False, forward=False)
 
 SCALING_COLUMNS = ["loss", "sweep", "framework", "variant", "device", "dtype", "point_elements", "elements",
-                   "classes", "shapes", "fwd_bwd_ms", "fwd_bwd_iqr_ms", "builtin", "builtin_fwd_bwd_ms", "ratio_to_builtin",
-                   "compile_ms", "peak_bytes", "memory_source", "bytes_moved", "gbps", "copy_ms", "copy_gbps",
+                   "classes", "shapes", "fwd_bwd_ms", "fwd_bwd_iqr_ms", "builtin", "builtin_fwd_bwd_ms",
+                   "ratio_to_builtin", "compile_ms", "peak_bytes", "memory_source", "bytes_moved", "gbps", "copy_ms",
+                   "copy_gbps",
                    "cpu_model", "threads", "gpu", "note"]
 
 
@@ -161,7 +162,7 @@ TARGET_COLUMNS = ["framework", "device", "measured", "point", "losses", "median_
                   "above_max", "met"]
 
 
-def _point_label(sweep: str, elements, classes) -> str:
+def point_label(sweep: str, elements, classes) -> str:
     """The point asked for: ``elements`` (the first input's, as asked for; its draw may hold a
     few more or fewer) or, in the class sweep, the rows and the class count."""
     if sweep == "classes":
@@ -197,7 +198,7 @@ def speed_targets(timings=None, scaling=None):
             s["point_elements"] = [e if w == "classes" else 10 ** round(math.log10(e))
                                    for w, e in zip(s["sweep"], s["elements"])]
         asked = s["point_elements"]
-        s["point"] = [_point_label(w, e, c) for w, e, c in zip(s["sweep"], asked, s["classes"])]
+        s["point"] = [point_label(w, e, c) for w, e, c in zip(s["sweep"], asked, s["classes"])]
         s["order"] = [(1e12 if w == "classes" else 0) + float(e) for w, e in zip(s["sweep"], asked)]
         best = s.groupby(["framework", "device", "point", "order", "loss"], sort=False)["ratio_to_builtin"].min()
         best = best.reset_index()
@@ -208,18 +209,17 @@ def speed_targets(timings=None, scaling=None):
     best = pd.concat(frames, ignore_index=True)
     rows = []
     keys = ["framework", "device", "measured", "point", "order"]
-    for (framework, device, measured, point, _), g in best.groupby(keys, sort=False):
+    for (framework, device, measured, point, order), g in best.groupby(keys, sort=False):
         ratios = g.set_index("loss")["ratio_to_builtin"]
         median, worst = float(ratios.median()), float(ratios.max())
         above = int((ratios > TARGET_MAX).sum())
         rows.append({"framework": framework, "device": device, "measured": measured, "point": point,
                      "losses": len(ratios), "median_ratio": median, "max_ratio": worst,
                      "worst_loss": str(ratios.idxmax()), "above_max": above,
-                     "met": bool(median <= TARGET_MEDIAN and above == 0), "order": _},)
-    df = pd.DataFrame(rows)
-    order = {"torch": 0, "jax": 1}
-    df = df.sort_values(["framework", "device", "order"], key=lambda c: c.map(order) if c.name == "framework" else c,
-                        kind="stable")
+                     "met": bool(median <= TARGET_MEDIAN and above == 0), "order": order})
+    frameworks = {"torch": 0, "jax": 1}
+    df = pd.DataFrame(rows).sort_values(
+        ["framework", "device", "order"], key=lambda c: c.map(frameworks) if c.name == "framework" else c, kind="stable")
     return df[TARGET_COLUMNS].reset_index(drop=True)
 
 

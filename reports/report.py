@@ -1027,7 +1027,7 @@ def targets_blocks(targets: pd.DataFrame | None, losses=()) -> list:
                  f"above {bench.TARGET_MAX}x. Measured at the timings' default sizes (above) and at each point of "
                  "the size sweep (below) that was run, over the losses timed there with their built-in. The "
                  "report's sweep times the losses it does not sweep at "
-                 f"{' and '.join(bench._point_label('elements', n, None) for n in bench.EVERY_LOSS_SIZES)} too "
+                 f"{' and '.join(bench.point_label('elements', n, None) for n in bench.EVERY_LOSS_SIZES)} too "
                  "(all but those whose sampler has no shape to scale: they are timed at their default size only)."),
             table(rows, ["framework", "device", "measured at", "losses", "median ratio", "max ratio", "worst",
                          f"above {bench.TARGET_MAX}x", "met"])]

@@ -153,8 +153,9 @@ def test_speed_targets_take_each_loss_best_variant():
     sweep = [("elements", 1000, 998, math.nan), ("elements", 10 ** 6, 10 ** 6 + 2, math.nan),
              ("classes", 256 * 10, 256 * 10, 10)]
     scaling = pd.DataFrame([row for sw, asked, drawn, classes in sweep
-                            for row in _ratio_rows("torch", ["function", "builtin"], {"a": 2.0 if asked == 1000 else 1.0},
-                                                   sweep=sw, point_elements=asked, elements=drawn, classes=classes)])
+                            for row in _ratio_rows("torch", ["function", "builtin"],
+                                                   {"a": 2.0 if asked == 1000 else 1.0}, sweep=sw,
+                                                   point_elements=asked, elements=drawn, classes=classes)])
     got = bench.speed_targets(timings, scaling)
     assert list(got.columns) == bench.TARGET_COLUMNS
     assert got[["framework", "measured", "point"]].values.tolist() == [
