@@ -8,7 +8,9 @@ One row per loss x variant x device, in float32, on the loss's default case with
   after a warm-up, median of blocks of calls (``Timer.timeit(number)``, at least
   ``Budget.block_time`` each), ours and the built-in's blocks interleaved round-robin
   (not ``blocked_autorange``, which times one statement to its end before the next:
-  this VM drifts 15-20% from minute to minute); ``torch.cuda.synchronize()`` after every
+  this VM drifts 15-20% from minute to minute), each block after an untimed one of half
+  as many calls of the same statement (what ran before it leaves a call slower for a few
+  milliseconds); ``torch.cuda.synchronize()`` after every
   call on CUDA. The forward alone, and the forward plus ``torch.autograd.grad`` of the
   differentiable inputs.
 * torch, ``torch.compile``: the ``module`` variant's ``nn.Module`` (built once, its array
@@ -119,6 +121,7 @@ class Budget:
     torch_compile: bool = False  # also time torch.compile of the module variant
     forward: bool = True   # also time the forward alone (the sweep times forward + backward only)
     memory: bool = True    # measure peak memory and bandwidth
+    warm_fraction: float = 0.5  # before each timed block, this fraction of its calls, untimed
 
 
 NORMAL = Budget(target_elements=32768, max_scale=1024, min_run_time=0.1, block_time=2e-3, slow_forward=0.01,
@@ -441,7 +444,11 @@ def _interleaved_medians_ms(calls: dict, once, block, budget: Budget) -> dict:
     interleaved round-robin: this machine's speed drifts by 15-20% from minute to minute (a
     VM's neighbours), and measured one after the other (as ``blocked_autorange`` does) our
     code and the built-in met different drifts (the same loss read 0.4x and 1.6x of its
-    built-in in two runs). A call slower than ``SLOW_CALL`` is timed once."""
+    built-in in two runs). Each timed block follows an untimed one of the same call
+    (``budget.warm_fraction`` of its calls): a call is slower for a few milliseconds after
+    another one ran (F.multi_margin_loss after our forward: ~190 us on its first call, ~95 us
+    after 40, against 55 us after its own), so without it a block would be charged for what
+    the label before it left behind. A call slower than ``SLOW_CALL`` is timed once."""
     out, number, blocks, spent = {}, {}, {}, {}
     for label in calls:
         seconds = max(once(label), 1e-7)
@@ -455,6 +462,8 @@ def _interleaved_medians_ms(calls: dict, once, block, budget: Budget) -> dict:
 
     while any(wanted(label) for label in blocks):
         for label in [label for label in blocks if wanted(label)]:
+            if budget.warm_fraction > 0:
+                block(calls[label], max(1, round(number[label] * budget.warm_fraction)))
             elapsed = block(calls[label], number[label])
             blocks[label].append(elapsed / number[label])
             spent[label] += elapsed

@@ -171,6 +171,35 @@ def test_speed_targets_take_each_loss_best_variant():
     assert bench.speed_targets(None, None).empty
 
 
+def test_interleaved_blocks_each_follow_an_untimed_block_of_their_own_call():
+    log = []  # (label, number of calls) of every block, timed or not, in order
+
+    def once(label):
+        return {"ours": 1e-3, "builtin": 2e-3}[label]
+
+    def block(label, number):
+        log.append((label, number))
+        return number * once(label) * (len(log) % 3 + 1)  # each block slower than the last warm-up
+
+    budget = replace(TINY, block_time=4e-3, min_run_time=0.0, warm_fraction=0.5)
+    got = timing._interleaved_medians_ms({"ours": "ours", "builtin": "builtin"}, once, block, budget)
+    assert log[:4] == [("ours", 2), ("ours", 4), ("builtin", 1), ("builtin", 2)]
+    assert len(log) == 4 * 5  # 5 timed blocks each, each after its warm-up
+    timed = log[1::2]
+    assert all(warm[0] == timed_block[0] and warm[1] == round(timed_block[1] / 2)
+               for warm, timed_block in zip(log[::2], timed))
+    # medians come from the timed blocks only (per call, in milliseconds)
+    per_call = {"ours": [], "builtin": []}
+    for i, (label, number) in enumerate(log):
+        if i % 2:
+            per_call[label].append(once(label) * ((i + 1) % 3 + 1))
+    assert got["ours"][0] == pytest.approx(np.median(per_call["ours"]) * 1e3)
+    assert got["builtin"][0] == pytest.approx(np.median(per_call["builtin"]) * 1e3)
+    log.clear()
+    timing._interleaved_medians_ms({"ours": "ours"}, once, block, replace(budget, warm_fraction=0.0))
+    assert log == [("ours", 4)] * 5
+
+
 def test_bench_command_refuses_bad_sizes(capsys):
     assert cli.main(["bench", "--sizes", "1e3,lots"]) == 2
     assert "--sizes" in capsys.readouterr().err

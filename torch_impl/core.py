@@ -47,8 +47,11 @@ def indicator(compare, x: torch.Tensor, threshold: float) -> torch.Tensor:
 def scatter_value(fresh: torch.Tensor, dim: int, index: torch.Tensor, value: float) -> torch.Tensor:
     """``fresh.scatter(dim, index, value)`` for a tensor just made outside autograd: in place,
     except under vmap, which batches the index but not the tensor written into (and has no
-    batching rule for ``scatter_`` of a value)."""
-    return fresh.scatter(dim, index, value) if _transforms_active() else fresh.scatter_(dim, index, value)
+    batching rule for ``scatter_`` of a value). The value is given as a tensor broadcast to the
+    index's shape: torch's CPU scatter of a scalar is ~1.5-2x slower than of a source tensor
+    (4 x 2560 labels into 5 x 2560: 26.9 against 15.8 us)."""
+    src = torch.full((), value, dtype=fresh.dtype, device=fresh.device).expand(index.shape)
+    return fresh.scatter(dim, index, src) if _transforms_active() else fresh.scatter_(dim, index, src)
 
 
 def take(values: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
