@@ -540,23 +540,63 @@ def softmax_cross_entropy_with_integer_labels(logits, labels, axis=-1, where=Non
     return reduce(out, reduction)
 
 
+def _label_softmax_rows(x, labels):
+    """For logits ``x`` with the classes along the last dim (no autograd): each row's loss
+    log sum_k e^{x_k} - x_y, its softmax with the rows that have no finite maximum (all -inf,
+    +inf or NaN: the reference's rows with a non-finite normaliser) set to 0, and each row's 1/0
+    flag of a finite maximum. As ``_masked_logsumexp`` without ``where``: shifted by the row's
+    maximum, or by 0 where that is not finite; the rows' values (-inf - -inf = NaN, inf) are the
+    module's."""
+    m = x.amax(-1, keepdim=True)
+    z = x - m.nan_to_num(nan=0.0, posinf=0.0, neginf=0.0)
+    e = z.exp()
+    s = e.sum(-1, keepdim=True)
+    out = s.log().sub_(z.gather(-1, labels.unsqueeze(-1))).squeeze(-1)
+    # In a row with a finite maximum p is a finite softmax; elsewhere 0 / 0, inf / inf or NaN, cleared.
+    p = e.div_(s).nan_to_num_(nan=0.0, posinf=0.0, neginf=0.0)
+    return out, p, torch.isfinite(m.squeeze(-1)).to(x.dtype)
+
+
 class SoftmaxCrossEntropyWithIntegerLabelsFunction(torch.autograd.Function):
-    """Softmax over the kept classes minus the one-hot label."""
+    """Softmax over the kept classes minus the one-hot label.
+
+    With one class axis and no ``where`` (``returns_residuals``) the forward keeps the softmax
+    and each row's flag of a finite normaliser, and the backward is one product and one scatter,
+    g (p - onehot(y)) in place, 0 in a row whose normaliser is not finite; otherwise the backward
+    starts again from the logits."""
 
     generate_vmap_rule = True
+    returns_residuals = True
 
     @staticmethod
     def forward(logits, labels, axis, where, reduction):
-        return softmax_cross_entropy_with_integer_labels(logits, labels, axis, where, reduction)
+        if where is not None or not isinstance(axis, int):
+            return softmax_cross_entropy_with_integer_labels(logits, labels, axis, where, reduction), None, None
+        out, p, finite = _label_softmax_rows(logits.movedim(axis, -1), labels.long())
+        return reduce(out, reduction), p, finite
 
     @staticmethod
     def setup_context(ctx, inputs, output):
         logits, labels, ctx.axis, where, ctx.reduction = inputs
-        ctx.save_for_backward(logits, labels, where)
+        residuals = output[1:]
+        if residuals[0] is not None:
+            ctx.mark_non_differentiable(*residuals)
+        ctx.set_materialize_grads(False)
+        ctx.save_for_backward(logits, labels, where, *residuals)
 
     @staticmethod
-    def backward(ctx, grad_output):
-        logits, labels, where = ctx.saved_tensors
+    def backward(ctx, grad_output, *_):
+        logits, labels, where, p, finite = ctx.saved_tensors
+        if grad_output is None:
+            return None, None, None, None, None
+        if p is not None and not torch.is_grad_enabled():
+            g = reduce_vjp(grad_output, ctx.reduction, labels.numel())
+            r = (g * finite).unsqueeze(-1)  # p is 0 in the rows whose flag is 0: p g = p r there
+            d = p * (r if ctx.reduction == "none" else g)
+            index = labels.long().unsqueeze(-1)
+            d = d.scatter_add_(-1, index, r.neg_()) if in_place_ok() else d.scatter_add(-1, index, -r)
+            return d.movedim(-1, ctx.axis), None, None, None, None
+        # where, several class axes, or recorded for a double backward: from the logits
         x, w, perm = _label_layout(logits, ctx.axis, where)
         lse, kept = _masked_logsumexp(x, -1, w)
         p = _masked(torch.exp(x - torch.where(kept, lse, 0.0)), w)
