@@ -358,24 +358,29 @@ def _masked_logsumexp(x, mask, dim):
 
 # -- optax's cosine_similarity and cosine_distance ----------------------------------------
 
+def _kept(where, x):
+    """``x`` where ``where`` keeps it, 0 elsewhere; ``x`` itself without a ``where`` (no bool
+    tensor of ones: a ``torch.where`` over one costs as much as the rest of the loss)."""
+    return x if where is None else torch.where(where, x, 0.0)
+
+
 def _optax_cosine_parts(predictions, targets, epsilon, axis, where):
     axes = _reduced_axes(axis, predictions.dim())
-    w = torch.ones_like(predictions, dtype=torch.bool) if where is None else where
-    n2p = torch.where(w, predictions * predictions, 0.0).sum(axes, keepdim=True)
-    n2t = torch.where(w, targets * targets, 0.0).sum(axes, keepdim=True)
+    n2p = _kept(where, predictions * predictions).sum(axes, keepdim=True)
+    n2t = _kept(where, targets * targets).sum(axes, keepdim=True)
     floor = torch.full((), epsilon, dtype=predictions.dtype, device=predictions.device)
     rp, rt = torch.sqrt(torch.maximum(n2p, floor)), torch.sqrt(torch.maximum(n2t, floor))
-    cos = torch.where(w, (predictions / rp) * (targets / rt), 0.0).sum(axes)
-    return cos, w, n2p, n2t, rp, rt
+    cos = _kept(where, (predictions / rp) * (targets / rt)).sum(axes)
+    return cos, n2p, n2t, rp, rt
 
 
-def _optax_cosine_vjp(grad_output, predictions, targets, epsilon, axis, where, reduction):
-    cos, w, n2p, n2t, rp, rt = _optax_cosine_parts(predictions, targets, epsilon, axis, where)
+def _optax_cosine_vjp(grad_output, predictions, targets, epsilon, where, reduction, parts):
+    cos, n2p, n2t, rp, rt = parts
     keep = n2p.shape
     g = torch.broadcast_to(reduce_vjp(grad_output, reduction, cos.numel()), cos.shape).reshape(keep)
-    c = cos.reshape(keep)
-    d_p = torch.where(w, g * (targets / (rp * rt) - _slope(n2p - epsilon) * c * predictions / (rp * rp)), 0.0)
-    d_t = torch.where(w, g * (predictions / (rp * rt) - _slope(n2t - epsilon) * c * targets / (rt * rt)), 0.0)
+    c = g * cos.reshape(keep)
+    d_p = _kept(where, g * targets / (rp * rt) - (_slope(n2p - epsilon) * c / (rp * rp)) * predictions)
+    d_t = _kept(where, g * predictions / (rp * rt) - (_slope(n2t - epsilon) * c / (rt * rt)) * targets)
     return d_p, d_t
 
 
@@ -383,23 +388,43 @@ def cosine_similarity(predictions, targets, epsilon=0.0, axis=-1, where=None, re
     return reduce(_optax_cosine_parts(predictions, targets, epsilon, axis, where)[0], reduction)
 
 
-class CosineSimilarityFunction(torch.autograd.Function):
-    generate_vmap_rule = True
+class _OptaxCosineFunction(torch.autograd.Function):
+    """Returns the cosines and the squared and clamped norms beside the loss
+    (``returns_residuals``), so the backward only combines them with the inputs; ``sign`` is 1
+    for the similarity, -1 for the distance, 1 - cos."""
 
-    @staticmethod
-    def forward(predictions, targets, epsilon, axis, where, reduction):
-        return cosine_similarity(predictions, targets, epsilon, axis, where, reduction)
+    generate_vmap_rule = True
+    returns_residuals = True
+    sign = 1.0
+
+    @classmethod
+    def forward(cls, predictions, targets, epsilon, axis, where, reduction):
+        parts = _optax_cosine_parts(predictions, targets, epsilon, axis, where)
+        # (the loss must not be the residual itself: that would mark it non-differentiable)
+        value = (parts[0].clone() if reduction == "none" else parts[0]) if cls.sign > 0 else 1.0 - parts[0]
+        return (reduce(value, reduction), *parts)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
         predictions, targets, ctx.epsilon, ctx.axis, where, ctx.reduction = inputs
-        ctx.save_for_backward(predictions, targets, where)
+        ctx.mark_non_differentiable(*output[1:])
+        ctx.set_materialize_grads(False)
+        ctx.save_for_backward(predictions, targets, where, *output[1:])
 
-    @staticmethod
-    def backward(ctx, grad_output):
-        predictions, targets, where = ctx.saved_tensors
-        d_p, d_t = _optax_cosine_vjp(grad_output, predictions, targets, ctx.epsilon, ctx.axis, where, ctx.reduction)
+    @classmethod
+    def backward(cls, ctx, grad_output, *_):
+        if grad_output is None:
+            return None, None, None, None, None, None
+        predictions, targets, where, *parts = ctx.saved_tensors
+        if torch.is_grad_enabled():  # recorded for a double backward: the parts as functions of the inputs
+            parts = _optax_cosine_parts(predictions, targets, ctx.epsilon, ctx.axis, where)
+        d_p, d_t = _optax_cosine_vjp(grad_output if cls.sign > 0 else -grad_output, predictions, targets,
+                                     ctx.epsilon, where, ctx.reduction, parts)
         return d_p, d_t, None, None, None, None
+
+
+class CosineSimilarityFunction(_OptaxCosineFunction):
+    pass
 
 
 CosineSimilarity = module("cosine_similarity", "CosineSimilarity", cosine_similarity)
@@ -410,23 +435,8 @@ def cosine_distance(predictions, targets, epsilon=0.0, axis=-1, where=None, redu
     return reduce(1.0 - _optax_cosine_parts(predictions, targets, epsilon, axis, where)[0], reduction)
 
 
-class CosineDistanceFunction(torch.autograd.Function):
-    generate_vmap_rule = True
-
-    @staticmethod
-    def forward(predictions, targets, epsilon, axis, where, reduction):
-        return cosine_distance(predictions, targets, epsilon, axis, where, reduction)
-
-    @staticmethod
-    def setup_context(ctx, inputs, output):
-        predictions, targets, ctx.epsilon, ctx.axis, where, ctx.reduction = inputs
-        ctx.save_for_backward(predictions, targets, where)
-
-    @staticmethod
-    def backward(ctx, grad_output):
-        predictions, targets, where = ctx.saved_tensors
-        d_p, d_t = _optax_cosine_vjp(grad_output, predictions, targets, ctx.epsilon, ctx.axis, where, ctx.reduction)
-        return -d_p, -d_t, None, None, None, None
+class CosineDistanceFunction(_OptaxCosineFunction):
+    sign = -1.0
 
 
 CosineDistance = module("cosine_distance", "CosineDistance", cosine_distance)
@@ -491,12 +501,6 @@ ntxent_function = function("ntxent", NtxentFunction)
 
 
 # -- optax's ranking_softmax_loss ------------------------------------------------------
-
-def _kept(where, x):
-    """``x`` where ``where`` keeps it, 0 elsewhere; ``x`` itself without a ``where`` (no bool
-    tensor of ones: a ``torch.where`` over one costs as much as the rest of the loss)."""
-    return x if where is None else torch.where(where, x, 0.0)
-
 
 def _ranking_parts(logits, labels, where, weights):
     y = _kept(where, labels.to(logits.dtype))
