@@ -11,6 +11,7 @@ from torch.autograd.function import _SingleLevelFunction
 
 import reference
 from reference import checks
+from reference.reductions import reduce
 from reference.variants import Implementations, check_positional_signature
 
 IMPLEMENTATIONS = Implementations("torch", ("module", "function"))
@@ -95,6 +96,20 @@ def cotangent(grad_output, reduction: str, numel: int, factor: float = 1.0, batc
     if reduction == "batchmean":
         return grad_output * (factor / batch_size)
     return grad_output if factor == 1.0 else grad_output * factor
+
+
+def row_mean_reduced(elementwise: torch.Tensor, reduction: str):
+    """``reduce(elementwise.mean(-1), reduction)`` (Keras's losses: the mean over the last axis,
+    then the reduction), for ``mean`` and ``sum`` without the per-row means, whose rows are of
+    one length: on the CPU a mean over a short last dim is slow (2048 x 5: 9.5 us, against
+    2.9 us for the mean of all 10,240 elements)."""
+    n = elementwise.shape[-1] if elementwise.dim() else 0
+    if n and elementwise.numel():
+        if reduction == "mean":
+            return elementwise.mean()
+        if reduction == "sum":
+            return elementwise.sum() / n
+    return reduce(elementwise.mean(-1), reduction)
 
 
 _DTYPES: dict = {}  # torch dtype -> (kind, name), for the messages

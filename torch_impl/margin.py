@@ -15,8 +15,8 @@ import torch
 import torch.nn.functional as F
 
 from reference.reductions import reduce, reduce_vjp
-from .core import (builtin, class_major, cotangent, function, in_place_ok, indicator, module, scaled, scatter_value,
-                   take)
+from .core import (builtin, class_major, cotangent, function, in_place_ok, indicator, module, row_mean_reduced, scaled,
+                   scatter_value, take)
 
 
 def _per_sample_count(input) -> int:
@@ -561,7 +561,7 @@ def keras_hinge_labels(y_true):
 def squared_hinge(y_true, y_pred, reduction="none"):
     y = keras_hinge_labels(y_true.to(y_pred.dtype))
     h = (1.0 - y * y_pred).clamp_min(0.0)
-    return reduce((h * h).mean(-1), reduction)
+    return row_mean_reduced(h * h, reduction)
 
 
 class SquaredHingeFunction(torch.autograd.Function):

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from reference.reductions import reduce, reduce_vjp
-from .core import alias, builtin, cotangent, function, in_place_ok, module, scaled
+from .core import alias, builtin, cotangent, function, in_place_ok, module, row_mean_reduced, scaled
 
 
 def _weighted(elementwise, weight):
@@ -378,6 +378,13 @@ def _rows(x):
     return x.numel() // x.shape[-1] if x.shape[-1] else 0
 
 
+def _row_cotangent(grad_output, reduction, y_pred, factor):
+    """``factor`` times the cotangent of each element of a Keras loss (a mean over the last axis,
+    then ``reduction``): a scalar, or (rows, 1) for ``none``; the 1/n of both means in one product."""
+    g = cotangent(grad_output, reduction, _rows(y_pred), factor / max(y_pred.shape[-1], 1))
+    return g.unsqueeze(-1) if reduction == "none" else g
+
+
 # -- squared_error (optax): an alias of mse_loss -------------------------------------
 
 SquaredError = alias("squared_error", "SquaredError")
@@ -452,7 +459,7 @@ log_cosh_function = function("log_cosh", LogCoshFunction)
 def mean_absolute_percentage_error(y_true, y_pred, reduction="none"):
     y = y_true.to(y_pred.dtype)
     per = ((y - y_pred) / y.abs().clamp(min=KERAS_EPSILON)).abs()
-    return reduce(100.0 * per.mean(-1), reduction)
+    return 100.0 * row_mean_reduced(per, reduction)
 
 
 class MeanAbsolutePercentageErrorFunction(torch.autograd.Function):
@@ -471,9 +478,10 @@ class MeanAbsolutePercentageErrorFunction(torch.autograd.Function):
     def backward(ctx, grad_output):
         y_true, y_pred = ctx.saved_tensors
         y = y_true.to(y_pred.dtype)
-        g = reduce_vjp(grad_output, ctx.reduction, _rows(y_pred))
-        slope = 100.0 / y_pred.shape[-1] * torch.sign(y_pred - y) / y.abs().clamp(min=KERAS_EPSILON)
-        return None, slope * g.unsqueeze(-1), None
+        g = _row_cotangent(grad_output, ctx.reduction, y_pred, 100.0)
+        slope = torch.sign(y_pred - y)
+        slope = slope.div_(y.abs().clamp(min=KERAS_EPSILON)) if in_place_ok() else slope / y.abs().clamp(min=KERAS_EPSILON)
+        return None, scaled(slope, g), None
 
 
 MeanAbsolutePercentageError = module("mean_absolute_percentage_error", "MeanAbsolutePercentageError",
@@ -487,30 +495,41 @@ mean_absolute_percentage_error_function = function("mean_absolute_percentage_err
 def mean_squared_logarithmic_error(y_true, y_pred, reduction="none"):
     y = y_true.to(y_pred.dtype)
     diff = torch.log1p(y_pred.clamp(min=KERAS_EPSILON)) - torch.log1p(y.clamp(min=KERAS_EPSILON))
-    return reduce((diff * diff).mean(-1), reduction)
+    return row_mean_reduced(diff * diff, reduction)
 
 
 class MeanSquaredLogarithmicErrorFunction(torch.autograd.Function):
+    """Returns the difference of the logs beside the loss (``returns_residuals``): the
+    backward is 2 diff / (1 + y_pred) where y_pred is above the clamp, over the row length."""
+
     generate_vmap_rule = True
+    returns_residuals = True
 
     @staticmethod
     def forward(y_true, y_pred, reduction):
-        return mean_squared_logarithmic_error(y_true, y_pred, reduction)
+        y = y_true.to(y_pred.dtype)
+        diff = torch.log1p(y_pred.clamp(min=KERAS_EPSILON)).sub_(torch.log1p(y.clamp(min=KERAS_EPSILON)))
+        return row_mean_reduced(diff * diff, reduction), diff
 
     @staticmethod
     def setup_context(ctx, inputs, output):
         y_true, y_pred, ctx.reduction = inputs
-        ctx.save_for_backward(y_true, y_pred)
+        ctx.mark_non_differentiable(output[1])
+        ctx.set_materialize_grads(False)
+        ctx.save_for_backward(y_true, y_pred, output[1])
 
     @staticmethod
-    def backward(ctx, grad_output):
-        y_true, y_pred = ctx.saved_tensors
-        y = y_true.to(y_pred.dtype)
+    def backward(ctx, grad_output, _):
+        y_true, y_pred, diff = ctx.saved_tensors
+        if grad_output is None:
+            return None, None, None
         x = y_pred.clamp(min=KERAS_EPSILON)
-        diff = torch.log1p(x) - torch.log1p(y.clamp(min=KERAS_EPSILON))
-        g = reduce_vjp(grad_output, ctx.reduction, _rows(y_pred))
-        slope = torch.where(y_pred > KERAS_EPSILON, 2.0 / y_pred.shape[-1] * diff / (1.0 + x), 0.0)
-        return None, slope * g.unsqueeze(-1), None
+        if torch.is_grad_enabled():  # recorded for a double backward: the difference as a function of y_pred
+            diff = torch.log1p(x) - torch.log1p(y_true.to(y_pred.dtype).clamp(min=KERAS_EPSILON))
+        g = _row_cotangent(grad_output, ctx.reduction, y_pred, 2.0)
+        slope = diff / (1.0 + x)
+        # 0 where the clip holds y_pred, even where diff is not finite (a NaN or infinite y_true): not a product
+        return None, torch.where(y_pred > KERAS_EPSILON, scaled(slope, g), 0.0), None
 
 
 MeanSquaredLogarithmicError = module("mean_squared_logarithmic_error", "MeanSquaredLogarithmicError",
@@ -523,7 +542,7 @@ mean_squared_logarithmic_error_function = function("mean_squared_logarithmic_err
 
 def poisson(y_true, y_pred, reduction="none"):
     y = y_true.to(y_pred.dtype)
-    return reduce((y_pred - y * torch.log(y_pred + KERAS_EPSILON)).mean(-1), reduction)
+    return row_mean_reduced(y_pred - y * torch.log(y_pred + KERAS_EPSILON), reduction)
 
 
 class PoissonFunction(torch.autograd.Function):
@@ -542,8 +561,10 @@ class PoissonFunction(torch.autograd.Function):
     def backward(ctx, grad_output):
         y_true, y_pred = ctx.saved_tensors
         y = y_true.to(y_pred.dtype)
-        g = reduce_vjp(grad_output, ctx.reduction, _rows(y_pred))
-        return None, (1.0 - y / (y_pred + KERAS_EPSILON)) / y_pred.shape[-1] * g.unsqueeze(-1), None
+        g = _row_cotangent(grad_output, ctx.reduction, y_pred, -1.0)
+        ratio = y_pred + KERAS_EPSILON  # 1 - y / (y_pred + eps), times g
+        ratio = torch.div(y, ratio, out=ratio).sub_(1.0) if in_place_ok() else y / ratio - 1.0
+        return None, scaled(ratio, g), None
 
 
 Poisson = module("poisson", "Poisson", poisson)
