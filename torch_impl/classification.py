@@ -788,6 +788,19 @@ def _kl_sum(elementwise, axis, where):
     return _masked(elementwise, where).sum(_optax_axes(axis, elementwise.dim()))
 
 
+def _kl_reduced(elementwise, axis, where, reduction):
+    """``reduce(_kl_sum(elementwise, axis, where), reduction)``; without ``where``, ``mean`` and
+    ``sum`` sum all the elements at once, not through the per-example sums (on the CPU a sum
+    over a last dim of 4 classes, 3072 x 4: ~8 us, against ~2 us for the sum of all)."""
+    if where is None and reduction in ("mean", "sum") and elementwise.numel():
+        total = elementwise.sum()
+        if reduction == "sum":
+            return total
+        axes = _optax_axes(axis, elementwise.dim())
+        return total / _class_numel(elementwise.shape, axes)
+    return reduce(_kl_sum(elementwise, axis, where), reduction)
+
+
 def _kl_cotangent(grad_output, reduction, x, axis, where):
     axes = _optax_axes(axis, x.dim())
     g = _per_example_cotangent(grad_output, reduction, _class_numel(x.shape, axes), axes).expand(x.shape)
@@ -796,7 +809,7 @@ def _kl_cotangent(grad_output, reduction, x, axis, where):
 
 def kl_divergence(log_predictions, targets, axis=-1, where=None, reduction="none"):
     """optax's KL divergence: torch's kl_div elementwise, summed along ``axis`` where kept."""
-    return reduce(_kl_sum(torch.xlogy(targets, targets) - targets * log_predictions, axis, where), reduction)
+    return _kl_reduced(torch.xlogy(targets, targets) - targets * log_predictions, axis, where, reduction)
 
 
 class KLDivergenceFunction(torch.autograd.Function):
@@ -826,27 +839,40 @@ kl_divergence_function = function("kl_divergence", KLDivergenceFunction)
 
 def kl_divergence_with_log_targets(log_predictions, log_targets, axis=-1, where=None, reduction="none"):
     """optax's KL divergence of log targets: exp(u) (u - x) summed along ``axis`` where kept."""
-    return reduce(_kl_sum(torch.exp(log_targets) * (log_targets - log_predictions), axis, where), reduction)
+    return _kl_reduced(torch.exp(log_targets) * (log_targets - log_predictions), axis, where, reduction)
 
 
 class KLDivergenceWithLogTargetsFunction(torch.autograd.Function):
+    """Returns exp(log_targets) beside the loss (``returns_residuals``): the backward's
+    -e g and e (u - x + 1) g reuse it."""
+
     generate_vmap_rule = True
+    returns_residuals = True
 
     @staticmethod
     def forward(log_predictions, log_targets, axis, where, reduction):
-        return kl_divergence_with_log_targets(log_predictions, log_targets, axis, where, reduction)
+        e = torch.exp(log_targets)
+        return _kl_reduced(e * (log_targets - log_predictions), axis, where, reduction), e
 
     @staticmethod
     def setup_context(ctx, inputs, output):
         log_predictions, log_targets, ctx.axis, where, ctx.reduction = inputs
-        ctx.save_for_backward(log_predictions, log_targets, where)
+        ctx.mark_non_differentiable(output[1])
+        ctx.set_materialize_grads(False)
+        ctx.save_for_backward(log_predictions, log_targets, where, output[1])
 
     @staticmethod
-    def backward(ctx, grad_output):
-        x, u, where = ctx.saved_tensors
-        g = _kl_cotangent(grad_output, ctx.reduction, x, ctx.axis, where)
-        e = torch.exp(u)
-        return -e * g, e * (u - x + 1.0) * g, None, None, None
+    def backward(ctx, grad_output, _):
+        x, u, where, e = ctx.saved_tensors
+        if grad_output is None:
+            return None, None, None, None, None
+        if torch.is_grad_enabled():  # recorded for a double backward: exp(u) as a function of u
+            e = torch.exp(u)
+        eg = e * _kl_cotangent(grad_output, ctx.reduction, x, ctx.axis, where)
+        d_u = None
+        if ctx.needs_input_grad[1]:
+            d_u = (u - x).add_(1.0).mul_(eg) if in_place_ok() else (u - x + 1.0) * eg
+        return (-eg if ctx.needs_input_grad[0] else None), d_u, None, None, None
 
 
 KLDivergenceWithLogTargets = module("kl_divergence_with_log_targets", "KLDivergenceWithLogTargets",
@@ -858,7 +884,7 @@ kl_divergence_with_log_targets_function = function("kl_divergence_with_log_targe
 def generalized_kl_divergence(log_predictions, targets, axis=-1, where=None, reduction="none"):
     """optax's generalized KL divergence: kl_divergence plus exp(x) - t, summed along ``axis``."""
     elementwise = torch.xlogy(targets, targets) - targets * log_predictions + torch.exp(log_predictions) - targets
-    return reduce(_kl_sum(elementwise, axis, where), reduction)
+    return _kl_reduced(elementwise, axis, where, reduction)
 
 
 class GeneralizedKLDivergenceFunction(torch.autograd.Function):
