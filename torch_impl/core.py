@@ -88,6 +88,18 @@ def class_major(x: torch.Tensor) -> torch.Tensor:
     return x.reshape(-1, x.shape[-1]).t().contiguous()
 
 
+def class_major_difference(x1: torch.Tensor, x2: torch.Tensor, shift: float = 0.0) -> torch.Tensor:
+    """``class_major(x1 - x2 + shift)`` for two tensors of one shape, the difference written
+    straight into the (C, B) layout: one pass where the transposing copy took another (2560 x 4:
+    9.5 against 18.7 us). Under torch.func transforms (no ``out=``), or with broadcasting, the
+    plain expression."""
+    if _transforms_active() or x1.shape != x2.shape or x1.dtype != x2.dtype or x1.dim() == 0:
+        return class_major(x1 - x2 + shift)
+    a, b = x1.reshape(-1, x1.shape[-1]).t(), x2.reshape(-1, x2.shape[-1]).t()
+    out = torch.sub(a, b, out=torch.empty(a.shape, dtype=x1.dtype, device=x1.device))
+    return out.add_(shift) if shift else out
+
+
 def cotangent(grad_output, reduction: str, numel: int, factor: float = 1.0, batch_size: int | None = None):
     """``factor * reduce_vjp(grad_output, reduction, numel)`` in at most one operation on the
     cotangent (a loss's constant factor folded into the mean's 1/n)."""

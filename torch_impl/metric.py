@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from reference.metric import EPSILON
 from reference.reductions import reduce, reduce_vjp
 from reference.spec import PerFramework
-from .core import builtin, class_major, cotangent, function, module
+from .core import builtin, class_major, class_major_difference, cotangent, function, in_place_ok, indicator, module
 
 
 # -- the cosine ----------------------------------------------------------------------------
@@ -176,7 +176,7 @@ def _triplet_forward_feature_major(anchor, positive, negative, margin, p, eps, s
     """The reduced triplet loss with torch's pairwise distances, and the residuals of its
     backward: each pair's difference (feature-major) and distance."""
     pairs = [(anchor, positive), (anchor, negative)] + ([(positive, negative)] if swap else [])
-    diffs = [class_major(x1 - x2 + eps) for x1, x2 in pairs]
+    diffs = [class_major_difference(x1, x2, eps) for x1, x2 in pairs]
     dists = [_norms_feature_major(v, p) for v in diffs]
     hinge = _triplet(dists[0], dists[1], dists[2] if swap else None, margin, swap)
     loss = reduce(hinge.reshape(anchor.shape[:-1]), reduction)
@@ -192,11 +192,26 @@ def _triplet_backward_feature_major(grad_output, reduction, p, margin, swap, sha
             return u, -u
         return d, pullback
 
-    pairs = [with_pullback(v, d) for v, d in zip(diffs, dists) if v is not None]
     if reduction == "none":
         grad_output = grad_output.reshape(-1)
+    if p == 2 and not swap:
+        return tuple(g.t().reshape(shape) for g in _triplet_backward_euclidean(grad_output, reduction, margin,
+                                                                                diffs[:2], dists[:2]))
+    pairs = [with_pullback(v, d) for v, d in zip(diffs, dists) if v is not None]
     grads = _triplet_backward(grad_output, reduction, pairs[0], pairs[1], pairs[2] if swap else None, margin, swap)
     return tuple(g.t().reshape(shape) for g in grads)
+
+
+def _triplet_backward_euclidean(grad_output, reduction, margin, diffs, dists):
+    """``_triplet_backward`` for p = 2 without swap, feature-major: the hinge's and the norms'
+    derivatives folded into one coefficient per sample and pair, g [hinge open] / d (0 where
+    d = 0, as ``_pnorm_grad``), so each gradient is one product over the (D, B) differences."""
+    (v_ap, v_an), (d_ap, d_an) = diffs, dists
+    g = reduce_vjp(grad_output, reduction, d_ap.numel()) * indicator(torch.ge, margin + d_ap - d_an, 0.0)
+    u_ap = v_ap * torch.where(d_ap > 0, g / d_ap, 0.0)
+    u_an = v_an * torch.where(d_an > 0, g / d_an, 0.0)
+    d_anchor = u_ap - u_an
+    return d_anchor, (u_ap.neg_() if in_place_ok() else -u_ap), u_an
 
 
 def _triplet_setup(ctx, inputs, output):
