@@ -50,13 +50,10 @@ def _positive(name: str, value, what: str = "") -> None:
 
 
 def _plus_minus_one(a: checks.ArrayInfo) -> None:
-    """Every element is 1 or -1: the elements other than 1 must all be -1."""
+    """Every element is 1 or -1, in an integer or floating array."""
     if a.kind not in ("int", "float"):
         raise TypeError(f"{a.name} must hold the labels 1 and -1 as an integer or floating array; got dtype {a.dtype}")
-    b = a.bounds(ignore=1)
-    if b is not None and b != (-1, -1):
-        bad = b[0] if b[0] != -1 else b[1]
-        raise ValueError(f"{a.name} must hold only 1 or -1; found {bad}")
+    checks.signs(a)
 
 
 def _same_floats(first: checks.ArrayInfo, *others: checks.ArrayInfo) -> None:
