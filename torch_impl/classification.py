@@ -42,7 +42,14 @@ def _class_index_terms(input, target, weight, ignore_index):
     """The mask of targets that count, the labels with ignored ones set to class 0, and
     the weight of each element's target (0 where ignored)."""
     counts = target != ignore_index
-    safe = torch.where(counts, target, 0)
+    num_classes = input.shape[_class_dim(input)]
+    if num_classes and not _transforms_active():
+        # The checks have read every label: each lies in [0, C) or is ignore_index, which the
+        # clamp moves into [0, C) (its weight is 0). One pass, where torch.where over the bool
+        # mask costs three. (Under torch.func the labels are not read: they keep gather's error.)
+        safe = target.clamp(0, num_classes - 1)
+    else:
+        safe = torch.where(counts, target, 0)
     if weight is None:
         return counts, safe, counts.to(input.dtype)
     return counts, safe, torch.where(counts, take(weight, safe), 0.0)
