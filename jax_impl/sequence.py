@@ -28,12 +28,14 @@ NEG_INF = -jnp.inf
 # -- the pieces of the recursion -----------------------------------------------------
 
 def _logaddexp(a, b):
-    """``log(exp(a) + exp(b))``, with a gradient of 0 (not NaN) where both are ``-inf``."""
+    """``log(exp(a) + exp(b))``, with a gradient of 0 (not NaN) where both are ``-inf``; where
+    the larger is ``+inf`` or NaN the value is that, as NumPy's (a NaN log-probability must not
+    read as log 0)."""
     m = jax.lax.stop_gradient(jnp.maximum(a, b))
-    reachable = jnp.isfinite(m)
-    m = jnp.where(reachable, m, 0.0)
-    total = jnp.exp(a - m) + jnp.exp(b - m)
-    return jnp.where(reachable, m + jnp.log(jnp.where(reachable, total, 1.0)), NEG_INF)
+    finite = jnp.isfinite(m)
+    shift = jnp.where(finite, m, 0.0)
+    total = jnp.exp(a - shift) + jnp.exp(b - shift)
+    return jnp.where(finite, shift + jnp.log(jnp.where(finite, total, 1.0)), m)
 
 
 def batched(log_probs, targets, input_lengths, target_lengths):

@@ -73,12 +73,13 @@ def logaddexp(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     its backward divides by ``1 + exp(b - a)``, which is NaN where both are ``-inf`` (CTC's
     unreachable states) and, differentiated again, inf / inf = NaN once a and b lie further apart
     than exp's range (a focal loss's saturated logits, a hard label's log 0). Here the gradient
-    is 0 where both are ``-inf``."""
+    is 0 where both are ``-inf``; where the larger is ``+inf`` or NaN the value is that, as
+    NumPy's ``logaddexp`` (a NaN log-probability must not read as log 0)."""
     m = torch.maximum(a, b).detach()
-    reachable = torch.isfinite(m)
-    m = torch.where(reachable, m, 0.0)
-    total = torch.exp(a - m) + torch.exp(b - m)
-    return torch.where(reachable, m + torch.log(torch.where(reachable, total, 1.0)), float("-inf"))
+    finite = torch.isfinite(m)
+    shift = torch.where(finite, m, 0.0)
+    total = torch.exp(a - shift) + torch.exp(b - shift)
+    return torch.where(finite, shift + torch.log(torch.where(finite, total, 1.0)), m)
 
 
 def class_major(x: torch.Tensor) -> torch.Tensor:

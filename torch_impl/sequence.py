@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from reference.reductions import reduce, reduce_vjp
-from .core import builtin, function, logaddexp, module, one_hot
+from .core import _transforms_active, builtin, function, in_place_ok, logaddexp, module, one_hot
 
 NEG_INF = float("-inf")
 
@@ -105,6 +105,71 @@ def beta(em, skip, input_lengths, target_lengths):
     return torch.stack(betas) if betas else em.new_zeros((0, n, states))
 
 
+# -- the recursions outside autograd (the Function's forward and backward) ------------------
+#
+# The same recursions with each step's log-sum-exp of up to three terms taken at once over a
+# stacked (3, N, S) tensor, the shifts read as views of a padded buffer and the skip as an
+# additive 0 / -inf bias: ~13 operations a step where ``logaddexp`` (autograd-safe, three
+# ``torch.where`` each) took ~35. The maximum is clamped to the lowest finite value, so a step
+# whose terms are all -inf gives log 0 + that = -inf, and NaN propagates, as NumPy's logaddexp.
+
+def _lowest(dtype) -> float:
+    return torch.finfo(dtype).min
+
+
+def _log_sum_exp_of_terms(terms, out):
+    """log sum exp over dim 0 of ``terms`` (3, N, S), overwritten, into ``out`` (N, S)."""
+    m = terms.amax(0).clamp_min_(_lowest(terms.dtype))
+    torch.sub(terms, m, out=terms).exp_()
+    return torch.sum(terms, 0, out=out).log_().add_(m)
+
+
+def _skip_bias(skip, dtype):
+    return torch.zeros(skip.shape, dtype=dtype, device=skip.device).masked_fill_(~skip, NEG_INF)
+
+
+def alpha_no_grad(em, skip, input_lengths):
+    """``alpha`` outside autograd (see above): the same (alphas, last alpha)."""
+    steps, n, states = em.shape
+    padded = em.new_full((n, states + 2), NEG_INF)  # prev in [:, 2:], its shifts by 1 and 2 as views
+    padded[:, 2] = 0.0
+    prev = padded[:, 2:]
+    bias = _skip_bias(skip, em.dtype)
+    active = torch.arange(steps, device=em.device)[:, None] < input_lengths[None, :]
+    alphas = em.new_empty((steps, n, states))
+    terms = em.new_empty((3, n, states))
+    for t in range(steps):
+        torch.stack([prev, padded[:, 1:-1], padded[:, :-2]], out=terms)
+        terms[2].add_(bias)
+        a = _log_sum_exp_of_terms(terms, alphas[t]).add_(em[t])
+        prev.copy_(torch.where(active[t][:, None], a, prev))
+    return alphas, prev
+
+
+def beta_no_grad(em, skip, input_lengths, target_lengths):
+    """``beta`` outside autograd (see above): the same betas."""
+    steps, n, states = em.shape
+    s = torch.arange(states, device=em.device)
+    last = (s == 2 * target_lengths[:, None]) | (s == 2 * target_lengths[:, None] - 1)
+    init = torch.zeros((n, states), dtype=em.dtype, device=em.device).masked_fill_(~last, NEG_INF)
+    bias = _skip_bias(_unshift(skip, 2, False), em.dtype)
+    padded = em.new_full((n, states + 2), NEG_INF)  # e in [:, :-2], its unshifts by 1 and 2 as views
+    e = padded[:, :-2]
+    betas = em.new_full((steps, n, states), NEG_INF)
+    terms = em.new_empty((3, n, states))
+    recursed = em.new_empty((n, states))
+    for t in reversed(range(steps)):
+        here = betas[t]
+        if t + 1 < steps:
+            torch.add(em[t + 1], betas[t + 1], out=e)
+            torch.stack([e, padded[:, 1:-1], padded[:, 2:]], out=terms)
+            terms[2].add_(bias)
+            _log_sum_exp_of_terms(terms, recursed)
+            here.copy_(torch.where((t < input_lengths - 1)[:, None], recursed, here))
+        here.copy_(torch.where((t == input_lengths - 1)[:, None], init, here))
+    return betas
+
+
 def required_lengths(padded, target_lengths):
     """The shortest input that fits each target: its length plus its repeated neighbours."""
     positions = torch.arange(1, padded.shape[1], device=padded.device)
@@ -122,12 +187,12 @@ def sample_weights(cotangent, reduction, target_lengths):
 
 # -- ctc_loss --------------------------------------------------------------------
 
-def _negative_log_likelihood(log_probs, targets, input_lengths, target_lengths, blank):
+def _negative_log_likelihood(log_probs, targets, input_lengths, target_lengths, blank, recursion=alpha):
     """``-log p(l | x)`` per sample, ``(N,)``, and the pieces the backward reuses."""
     lp, tg, il, tl = batched(log_probs, targets, input_lengths, target_lengths)
     ext, skip = extended(padded_targets(tg, tl, blank), blank)
     em = emissions(lp, ext)
-    alphas, last = alpha(em, skip, il)
+    alphas, last = recursion(em, skip, il)
     return -log_likelihood(last, tl), (ext, skip, em, alphas, il, tl)
 
 
@@ -156,7 +221,8 @@ class CTCLossFunction(torch.autograd.Function):
     @staticmethod
     def forward(log_probs, targets, input_lengths, target_lengths, blank, reduction, zero_infinity):
         nll, (ext, skip, em, alphas, _, _) = _negative_log_likelihood(
-            log_probs, targets, input_lengths, target_lengths, blank)
+            log_probs, targets, input_lengths, target_lengths, blank,
+            recursion=alpha if _transforms_active() else alpha_no_grad)
         loss = _reduce(nll, log_probs, target_lengths, reduction, zero_infinity)
         # reduction="none" returns nll itself: the residual must be another tensor
         return loss, (nll.clone() if reduction == "none" else nll), ext, skip, em, alphas
@@ -179,7 +245,8 @@ class CTCLossFunction(torch.autograd.Function):
         else:
             _, _, il, tl = batched(log_probs, targets, input_lengths, target_lengths)
         feasible = torch.isfinite(nll)
-        log_occupancy = alphas + beta(em, skip, il, tl) + torch.where(feasible, nll, 0.0)[:, None]
+        betas = beta_no_grad(em, skip, il, tl) if in_place_ok() else beta(em, skip, il, tl)
+        log_occupancy = alphas + betas + torch.where(feasible, nll, 0.0)[:, None]
         occupancy = torch.exp(log_occupancy)  # 0 where t >= T_n or no alignment exists
         one_hot_ext = one_hot(ext, log_probs.shape[-1], occupancy.dtype)
         per_class = torch.einsum("tns,nsc->tnc", occupancy, one_hot_ext)
