@@ -638,23 +638,63 @@ def softmax_cross_entropy(logits, labels, axis=-1, where=None, reduction="none")
     return reduce(-_masked(labels * logp, w).sum(axes), reduction)
 
 
+def _probability_softmax_rows(x, y, reduction):
+    """For logits ``x`` and probability labels ``y`` with the classes along the last dim (no
+    autograd): the reduced loss -sum_k y_k log p_k and the softmax, 0 in the rows whose
+    maximum is not finite (all -inf, +inf or NaN: the reference's rows with a non-finite
+    normaliser, whose log-softmax is the logits themselves). ``mean`` and ``sum`` sum all the
+    elements at once, not through the per-row sums (a CPU sum over a last dim of 4 is slow)."""
+    m = x.amax(-1, keepdim=True)
+    z = x - m.nan_to_num(nan=0.0, posinf=0.0, neginf=0.0)
+    e = z.exp()
+    s = e.sum(-1, keepdim=True)
+    products = (z - torch.where(torch.isfinite(m), s.log(), 0.0)).mul_(y)
+    if reduction in ("mean", "sum") and products.numel():
+        total = products.sum().neg_()
+        loss = total if reduction == "sum" else total / (products.numel() // products.shape[-1])
+    else:
+        loss = reduce(products.sum(-1).neg_(), reduction)
+    return loss, e.div_(s).nan_to_num_(nan=0.0, posinf=0.0, neginf=0.0)
+
+
 class SoftmaxCrossEntropyFunction(torch.autograd.Function):
-    """Softmax over the kept classes times the kept label mass, minus the kept labels."""
+    """Softmax over the kept classes times the kept label mass, minus the kept labels.
+
+    With one class axis and no ``where`` (``returns_residuals``) the forward keeps the softmax
+    (0 in a row whose normaliser is not finite, as the reference), and the backward is
+    g (p sum_k y_k - y); otherwise the backward starts again from the logits."""
 
     generate_vmap_rule = True
+    returns_residuals = True
 
     @staticmethod
     def forward(logits, labels, axis, where, reduction):
-        return softmax_cross_entropy(logits, labels, axis, where, reduction)
+        if where is not None or not isinstance(axis, int):
+            return softmax_cross_entropy(logits, labels, axis, where, reduction), None
+        return _probability_softmax_rows(logits.movedim(axis, -1), labels.movedim(axis, -1), reduction)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
         logits, labels, ctx.axis, where, ctx.reduction = inputs
-        ctx.save_for_backward(logits, labels, where)
+        if output[1] is not None:
+            ctx.mark_non_differentiable(output[1])
+        ctx.set_materialize_grads(False)
+        ctx.save_for_backward(logits, labels, where, output[1])
 
     @staticmethod
-    def backward(ctx, grad_output):
-        logits, labels, where = ctx.saved_tensors
+    def backward(ctx, grad_output, _):
+        logits, labels, where, p = ctx.saved_tensors
+        if grad_output is None:
+            return None, None, None, None, None
+        if p is not None and not torch.is_grad_enabled():
+            y = labels.movedim(ctx.axis, -1)
+            g = reduce_vjp(grad_output, ctx.reduction, p.numel() // max(p.shape[-1], 1) if p.dim() else 1)
+            if ctx.reduction == "none":
+                g = g.unsqueeze(-1)
+            d = p * y.sum(-1, keepdim=True)
+            d = d.sub_(y).mul_(g) if in_place_ok() else (d - y) * g
+            return d.movedim(-1, ctx.axis), None, None, None, None
+        # where, several class axes, or recorded for a double backward: from the logits
         axes, w, logp, kept = _softmax_parts(logits, ctx.axis, where)
         t = _masked(labels, w)
         p = _masked(torch.where(kept, logp.exp(), 0.0), w)
