@@ -15,6 +15,7 @@ from torch.utils.checkpoint import checkpoint
 
 from reference.linear import DEFAULT_IGNORE_INDEX
 from reference.reductions import reduce, reduce_vjp
+from .classification import _index_rows, _minus_target_rows, _softmax_and_log_softmax_at
 from .core import _transforms_active, builtin, function, module
 
 
@@ -90,26 +91,51 @@ def _d_logits(x, linear_weight, linear_bias, safe, w_y, g, w, eps):
 
 
 class LinearCrossEntropyFunction(torch.autograd.Function):
+    """Without ``chunk_size`` or smoothing (``returns_residuals``) the forward is
+    ``cross_entropy``'s on the logits and keeps their softmax, the labels and each row's share
+    of the cotangent, so the backward's logit gradient is one product and one scatter (the
+    unchunked path holds the (N, V) logits anyway); with ``chunk_size`` each chunk's logits are
+    recomputed in the backward, never all held."""
+
     generate_vmap_rule = True
+    returns_residuals = True
 
     @staticmethod
     def forward(input, linear_weight, target, linear_bias, weight, reduction, ignore_index, label_smoothing,
                 chunk_size):
         x, t = _batched(input, target)
+        if chunk_size is None and label_smoothing == 0.0:
+            logits = _logits(x, linear_weight, linear_bias)
+            p, log_p_at = _softmax_and_log_softmax_at(logits, 1)
+            ignore = DEFAULT_IGNORE_INDEX if ignore_index is None else ignore_index
+            loss, safe, share = _index_rows(log_p_at, logits, t, weight, ignore, reduction, 1)
+            return (loss if input.dim() == 2 or reduction != "none" else loss[0]), p, safe, share
         rows = torch.cat([_rows(x[s], linear_weight, linear_bias, t[s], weight, ignore_index, label_smoothing)
                           for s in _chunks(len(t), chunk_size)])
-        return _finish(rows, input, target, weight, linear_weight, reduction, ignore_index)
+        return _finish(rows, input, target, weight, linear_weight, reduction, ignore_index), None, None, None
 
     @staticmethod
     def setup_context(ctx, inputs, output):
         (input, linear_weight, target, linear_bias, weight,
          ctx.reduction, ctx.ignore_index, ctx.label_smoothing, ctx.chunk_size) = inputs
-        ctx.save_for_backward(input, linear_weight, target, linear_bias, weight)
+        residuals = output[1:]
+        if residuals[0] is not None:
+            ctx.mark_non_differentiable(*residuals)
+        ctx.set_materialize_grads(False)
+        ctx.save_for_backward(input, linear_weight, target, linear_bias, weight, *residuals)
 
     @staticmethod
-    def backward(ctx, grad_output):
-        input, linear_weight, target, linear_bias, weight = ctx.saved_tensors
+    def backward(ctx, grad_output, *_):
+        input, linear_weight, target, linear_bias, weight, p, safe, share = ctx.saved_tensors
+        if grad_output is None:
+            return None, None, None, None, None, None, None, None, None
         x, t = _batched(input, target)
+        if p is not None and not torch.is_grad_enabled():
+            d_logits = _minus_target_rows(p, safe, share, grad_output.reshape(-1) if grad_output.dim() else grad_output,
+                                          1)
+            d_bias = d_logits.sum(0) if linear_bias is not None else None
+            return ((d_logits @ linear_weight).reshape(input.shape), d_logits.T @ x, None, d_bias,
+                    None, None, None, None, None)
         eps = ctx.label_smoothing
         mask, safe, w, w_y = _class_terms(t, weight, linear_weight.shape[0], ctx.ignore_index, x)
         g = reduce_vjp(grad_output, ctx.reduction, t.numel(), w_y.sum())

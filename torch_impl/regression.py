@@ -479,9 +479,8 @@ class MeanAbsolutePercentageErrorFunction(torch.autograd.Function):
         y_true, y_pred = ctx.saved_tensors
         y = y_true.to(y_pred.dtype)
         g = _row_cotangent(grad_output, ctx.reduction, y_pred, 100.0)
-        slope = torch.sign(y_pred - y)
-        slope = slope.div_(y.abs().clamp(min=KERAS_EPSILON)) if in_place_ok() else slope / y.abs().clamp(min=KERAS_EPSILON)
-        return None, scaled(slope, g), None
+        slope, scale = torch.sign(y_pred - y), y.abs().clamp(min=KERAS_EPSILON)
+        return None, scaled(slope.div_(scale) if in_place_ok() else slope / scale, g), None
 
 
 MeanAbsolutePercentageError = module("mean_absolute_percentage_error", "MeanAbsolutePercentageError",
