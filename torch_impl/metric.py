@@ -532,21 +532,61 @@ def ranking_softmax_loss(logits, labels, *, where=None, weights=None, reduction=
     return reduce(per_list, reduction, counted)
 
 
+def _ranking_softmax_rows(logits, y, reduction):
+    """Without ``where`` (no autograd): the reduced loss of ``_ranking_parts`` and the softmax
+    exp(x - lse), from one exponential: the same shifts and guards as ``_masked_logsumexp``
+    (a list of all -inf has lse 0 and p 0). ``mean`` and ``sum`` sum all the elements at once,
+    not through the per-list sums."""
+    shift = logits.amax(-1, keepdim=True)
+    shift = torch.where(torch.isfinite(shift), shift, 0.0)
+    e = (logits - shift).exp_()
+    total = e.sum(-1, keepdim=True)
+    total = torch.where(total > 0, total, 1.0)
+    products = (logits - total.log().add_(shift)).mul_(y)
+    if reduction in ("mean", "sum") and products.numel():
+        loss = products.sum().neg_()
+        if reduction == "mean":
+            loss = loss / (products.numel() // products.shape[-1])
+    else:
+        loss = reduce(products.sum(-1).neg_(), reduction, max(products.numel() // max(products.shape[-1], 1), 1))
+    return loss, e.div_(total)
+
+
 class RankingSoftmaxLossFunction(torch.autograd.Function):
+    """Without ``where`` (``returns_residuals``) the forward keeps the softmax, and the
+    backward is g (p sum y - y); with ``where`` it starts again from the logits."""
+
     generate_vmap_rule = True
+    returns_residuals = True
 
     @staticmethod
     def forward(logits, labels, where, weights, reduction):
-        return ranking_softmax_loss(logits, labels, where=where, weights=weights, reduction=reduction)
+        if where is not None:
+            return ranking_softmax_loss(logits, labels, where=where, weights=weights, reduction=reduction), None
+        y = labels.to(logits.dtype)
+        return _ranking_softmax_rows(logits, y if weights is None else y * weights, reduction)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
         logits, labels, where, weights, ctx.reduction = inputs
-        ctx.save_for_backward(logits, labels, where, weights)
+        if output[1] is not None:
+            ctx.mark_non_differentiable(output[1])
+        ctx.set_materialize_grads(False)
+        ctx.save_for_backward(logits, labels, where, weights, output[1])
 
     @staticmethod
-    def backward(ctx, grad_output):
-        logits, labels, where, weights = ctx.saved_tensors
+    def backward(ctx, grad_output, _):
+        logits, labels, where, weights, p = ctx.saved_tensors
+        if grad_output is None:
+            return None, None, None, None, None
+        if p is not None and not torch.is_grad_enabled():
+            y = labels.to(logits.dtype)
+            y = y if weights is None else y * weights
+            lists = p.numel() // max(p.shape[-1], 1)
+            g = reduce_vjp(grad_output, ctx.reduction, lists, max(lists, 1) if ctx.reduction == "mean" else None)
+            g = g.unsqueeze(-1) if ctx.reduction == "none" else g
+            d = p * y.sum(-1, keepdim=True)
+            return (d.sub_(y).mul_(g) if in_place_ok() else (d - y) * g), None, None, None, None
         y, lse, per_list, counted = _ranking_parts(logits, labels, where, weights)
         p = _kept(where, torch.exp(logits - lse.unsqueeze(-1)))
         g = torch.broadcast_to(reduce_vjp(grad_output, ctx.reduction, per_list.numel(), counted), per_list.shape)
