@@ -547,21 +547,30 @@ def softmax_cross_entropy_with_integer_labels(logits, labels, axis=-1, where=Non
     return reduce(out, reduction)
 
 
-def _label_softmax_rows(x, labels):
-    """For logits ``x`` with the classes along the last dim (no autograd): each row's loss
-    log sum_k e^{x_k} - x_y, its softmax with the rows that have no finite maximum (all -inf,
-    +inf or NaN: the reference's rows with a non-finite normaliser) set to 0, and each row's 1/0
-    flag of a finite maximum. As ``_masked_logsumexp`` without ``where``: shifted by the row's
-    maximum, or by 0 where that is not finite; the rows' values (-inf - -inf = NaN, inf) are the
-    module's."""
+def _shifted_rows(x):
+    """For logits ``x`` with the classes along the last dim (no autograd), as
+    ``_masked_logsumexp`` without ``where``: the rows' maxima m, z = x shifted by m (by 0 where
+    m is not finite: all -inf, +inf or NaN, the reference's rows with a non-finite normaliser),
+    e = exp(z) and the rows' sums s of e."""
     m = x.amax(-1, keepdim=True)
     z = x - m.nan_to_num(nan=0.0, posinf=0.0, neginf=0.0)
     e = z.exp()
-    s = e.sum(-1, keepdim=True)
+    return m, z, e, e.sum(-1, keepdim=True)
+
+
+def _cleared_softmax(e, s):
+    """e / s, written into e: the softmax in a row with a finite maximum (finite, in [0, 1]),
+    and 0 elsewhere, where it is 0 / 0, inf / inf or NaN (the reference's p there)."""
+    return e.div_(s).nan_to_num_(nan=0.0, posinf=0.0, neginf=0.0)
+
+
+def _label_softmax_rows(x, labels):
+    """Each row's loss log sum_k e^{x_k} - x_y (no autograd; the module's values, NaN or inf, in
+    the rows without a finite maximum), its ``_cleared_softmax`` and its 1/0 flag of a finite
+    maximum."""
+    m, z, e, s = _shifted_rows(x)
     out = s.log().sub_(z.gather(-1, labels.unsqueeze(-1))).squeeze(-1)
-    # In a row with a finite maximum p is a finite softmax; elsewhere 0 / 0, inf / inf or NaN, cleared.
-    p = e.div_(s).nan_to_num_(nan=0.0, posinf=0.0, neginf=0.0)
-    return out, p, torch.isfinite(m.squeeze(-1)).to(x.dtype)
+    return out, _cleared_softmax(e, s), torch.isfinite(m.squeeze(-1)).to(x.dtype)
 
 
 class SoftmaxCrossEntropyWithIntegerLabelsFunction(torch.autograd.Function):
@@ -639,22 +648,18 @@ def softmax_cross_entropy(logits, labels, axis=-1, where=None, reduction="none")
 
 
 def _probability_softmax_rows(x, y, reduction):
-    """For logits ``x`` and probability labels ``y`` with the classes along the last dim (no
-    autograd): the reduced loss -sum_k y_k log p_k and the softmax, 0 in the rows whose
-    maximum is not finite (all -inf, +inf or NaN: the reference's rows with a non-finite
-    normaliser, whose log-softmax is the logits themselves). ``mean`` and ``sum`` sum all the
-    elements at once, not through the per-row sums (a CPU sum over a last dim of 4 is slow)."""
-    m = x.amax(-1, keepdim=True)
-    z = x - m.nan_to_num(nan=0.0, posinf=0.0, neginf=0.0)
-    e = z.exp()
-    s = e.sum(-1, keepdim=True)
+    """For probability labels ``y`` (no autograd): the reduced loss -sum_k y_k log p_k (log p is
+    the logits themselves in a row without a finite maximum, as the reference) and the
+    ``_cleared_softmax``. ``mean`` and ``sum`` sum all the elements at once, not through the
+    per-row sums (a CPU sum over a last dim of 4 is slow)."""
+    m, z, e, s = _shifted_rows(x)
     products = (z - torch.where(torch.isfinite(m), s.log(), 0.0)).mul_(y)
     if reduction in ("mean", "sum") and products.numel():
         total = products.sum().neg_()
         loss = total if reduction == "sum" else total / (products.numel() // products.shape[-1])
     else:
         loss = reduce(products.sum(-1).neg_(), reduction)
-    return loss, e.div_(s).nan_to_num_(nan=0.0, posinf=0.0, neginf=0.0)
+    return loss, _cleared_softmax(e, s)
 
 
 class SoftmaxCrossEntropyFunction(torch.autograd.Function):
