@@ -716,26 +716,37 @@ softmax_cross_entropy_function = function("softmax_cross_entropy", SoftmaxCrossE
 def safe_softmax_cross_entropy(logits, labels, reduction="none"):
     """Softmax cross entropy over the last axis with 0 log 0 = 0: finite at -inf logits whose
     label is 0 (the ``where`` also keeps autograd's gradient there 0)."""
-    logp = torch.log_softmax(logits, -1)
+    logp = _log_softmax(logits, logits.dim() - 1)
     return reduce(-(labels * torch.where(labels != 0, logp, 0.0)).sum(-1), reduction)
 
 
 class SafeSoftmaxCrossEntropyFunction(torch.autograd.Function):
+    """Returns the softmax beside the loss (``returns_residuals``): the backward is
+    g (p sum y - y), without a second softmax."""
+
     generate_vmap_rule = True
+    returns_residuals = True
 
     @staticmethod
     def forward(logits, labels, reduction):
-        return safe_softmax_cross_entropy(logits, labels, reduction)
+        logp = _log_softmax(logits, logits.dim() - 1)
+        loss = reduce(-(labels * torch.where(labels != 0, logp, 0.0)).sum(-1), reduction)
+        return loss, logp.exp_()
 
     @staticmethod
     def setup_context(ctx, inputs, output):
         logits, labels, ctx.reduction = inputs
-        ctx.save_for_backward(logits, labels)
+        ctx.mark_non_differentiable(output[1])
+        ctx.set_materialize_grads(False)
+        ctx.save_for_backward(logits, labels, output[1])
 
     @staticmethod
-    def backward(ctx, grad_output):
-        logits, labels = ctx.saved_tensors
-        p = torch.softmax(logits, -1)
+    def backward(ctx, grad_output, _):
+        logits, labels, p = ctx.saved_tensors
+        if grad_output is None:
+            return None, None, None
+        if torch.is_grad_enabled():  # recorded for a double backward: the softmax as a function of the logits
+            p = torch.softmax(logits, -1)
         g = _per_example_cotangent(grad_output, ctx.reduction, logits.numel() // logits.shape[-1], (logits.dim() - 1,))
         return g * (p * labels.sum(-1, keepdim=True) - labels), None, None
 
