@@ -15,7 +15,7 @@ from torch.utils.checkpoint import checkpoint
 
 from reference.linear import DEFAULT_IGNORE_INDEX
 from reference.reductions import reduce, reduce_vjp
-from .classification import _index_rows, _minus_target_rows, _softmax_and_log_softmax_at
+from .classification import _index_rows, _log_softmax, _minus_target_rows, _softmax_and_log_softmax_at
 from .core import _transforms_active, builtin, function, module
 
 
@@ -46,7 +46,7 @@ def _logits(x, linear_weight, linear_bias):
 def _rows(x, linear_weight, linear_bias, target, weight, ignore_index, label_smoothing):
     """The per-row losses of one chunk of rows."""
     num_classes = linear_weight.shape[0]
-    logp = torch.log_softmax(_logits(x, linear_weight, linear_bias), dim=-1)
+    logp = _log_softmax(_logits(x, linear_weight, linear_bias), 1)
     mask, safe, w, w_y = _class_terms(target, weight, num_classes, ignore_index, x)
     nll = -logp.gather(-1, safe[:, None])[:, 0]
     eps = label_smoothing
