@@ -200,6 +200,34 @@ def test_interleaved_blocks_each_follow_an_untimed_block_of_their_own_call():
     assert log == [("ours", 4)] * 5
 
 
+def test_noisy_blocks_get_more_rounds_and_steady_ones_do_not():
+    def measure(per_call):  # label -> per-call seconds of its i-th timed block
+        log = {label: 0 for label in per_call}
+
+        def block(label, number):
+            log[label] += 1
+            return number * per_call[label](log[label] // 2)  # (every other block is a warm-up)
+
+        budget = replace(TINY, block_time=1e-2, min_run_time=0.05, warm_fraction=0.5, noisy_spread=0.5,
+                         extra_rounds=2)
+        got = timing._interleaved_medians_ms({k: k for k in per_call}, lambda label: 1e-3, block, budget)
+        return got, {label: n // 2 for label, n in log.items()}
+
+    steady = {"ours": lambda i: 1e-3, "builtin": lambda i: 2e-3}
+    got, timed = measure(steady)
+    assert timed == {"ours": 5, "builtin": 5}  # one round: 5 blocks of 10 ms reach 0.05 s
+    assert got["ours"][0] == pytest.approx(1.0) and got["builtin"][0] == pytest.approx(2.0)
+    # bimodal blocks (1 and 4 ms a call, IQR 3 ms > half the median) get two more rounds, both labels
+    bimodal = {"ours": lambda i: 1e-3 if i % 2 else 4e-3, "builtin": lambda i: 2e-3}
+    got, timed = measure(bimodal)
+    assert timed["ours"] > 5 and timed["builtin"] > 5
+    assert timed["builtin"] == 5 + 3 + 3  # three rounds: at least 5 blocks in the first, 0.05 s in each
+    settles = {"ours": lambda i: (1e-3 if i % 2 else 4e-3) if i < 6 else 1e-3, "builtin": lambda i: 2e-3}
+    got, timed = measure(settles)
+    assert timed["builtin"] == 5 + 3  # a second round, after which the spread is small: no third
+    assert got["ours"][0] == pytest.approx(1.0)
+
+
 def test_bench_command_refuses_bad_sizes(capsys):
     assert cli.main(["bench", "--sizes", "1e3,lots"]) == 2
     assert "--sizes" in capsys.readouterr().err
