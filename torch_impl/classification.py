@@ -13,8 +13,8 @@ import torch
 import torch.nn.functional as F
 
 from reference.reductions import reduce, reduce_vjp
-from .core import (_transforms_active, alias, builtin, cotangent, function, in_place_ok, logaddexp, module,
-                   one_hot, scaled, take)
+from .core import (_transforms_active, alias, builtin, cotangent, function, in_place_ok, logaddexp, mass_minus_target,
+                   module, one_hot, row_sum_reduced, scaled, shifted_exp_rows, take)
 
 LOG_CLAMP = -100.0  # torch clamps each log of binary_cross_entropy at -100
 
@@ -29,13 +29,6 @@ def _along_class(v, input):
     shape = [1] * input.dim()
     shape[_class_dim(input)] = -1
     return v.reshape(shape)
-
-
-def _in_place_ok() -> bool:
-    # A backward may overwrite its own fresh tensors unless it is being recorded
-    # (create_graph=True keeps them for the double backward) or runs under a functorch
-    # transform (vmap may batch the cotangent but not the tensor written into).
-    return not torch.is_grad_enabled() and not _transforms_active()
 
 
 def _class_index_terms(input, target, weight, ignore_index):
@@ -87,15 +80,6 @@ def _effective_probability_targets(input, target, weight, label_smoothing):
     num_classes = input.shape[_class_dim(input)]
     q = target * (1.0 - label_smoothing) + label_smoothing / num_classes if label_smoothing > 0 else target
     return q if weight is None else q * _along_class(weight, input)
-
-
-def _softmax_minus_target(logp, q, g, cd):
-    """g (p sum_c q - q), with p = exp(log_softmax): one softmax, written in place where safe."""
-    p = logp.exp()
-    total = q.sum(cd, keepdim=True)
-    if _in_place_ok():
-        return p.mul_(total).sub_(q).mul_(g)
-    return g * (p * total - q)
 
 
 def _small_last_dim(input, cd) -> bool:
@@ -230,7 +214,7 @@ class CrossEntropyFunction(torch.autograd.Function):
         else:
             q, denominator = _effective_index_targets(input, target, weight, ctx.ignore_index, ctx.label_smoothing)
             g = _class_cotangent(grad_output, ctx.reduction, input, numel, _safe_denominator(denominator))
-        return _softmax_minus_target(logp, q, g, cd), d_target, None, None, None, None
+        return mass_minus_target(logp.exp(), q, g, cd, fresh=True), d_target, None, None, None, None
 
 
 CrossEntropyLoss = module("cross_entropy", "CrossEntropyLoss", cross_entropy)
@@ -547,17 +531,6 @@ def softmax_cross_entropy_with_integer_labels(logits, labels, axis=-1, where=Non
     return reduce(out, reduction)
 
 
-def _shifted_rows(x):
-    """For logits ``x`` with the classes along the last dim (no autograd), as
-    ``_masked_logsumexp`` without ``where``: the rows' maxima m, z = x shifted by m (by 0 where
-    m is not finite: all -inf, +inf or NaN, the reference's rows with a non-finite normaliser),
-    e = exp(z) and the rows' sums s of e."""
-    m = x.amax(-1, keepdim=True)
-    z = x - m.nan_to_num(nan=0.0, posinf=0.0, neginf=0.0)
-    e = z.exp()
-    return m, z, e, e.sum(-1, keepdim=True)
-
-
 def _cleared_softmax(e, s):
     """e / s, written into e: the softmax in a row with a finite maximum (finite, in [0, 1]),
     and 0 elsewhere, where it is 0 / 0, inf / inf or NaN (the reference's p there)."""
@@ -568,7 +541,7 @@ def _label_softmax_rows(x, labels):
     """Each row's loss log sum_k e^{x_k} - x_y (no autograd; the module's values, NaN or inf, in
     the rows without a finite maximum), its ``_cleared_softmax`` and its 1/0 flag of a finite
     maximum."""
-    m, z, e, s = _shifted_rows(x)
+    m, z, e, s = shifted_exp_rows(x)
     out = s.log().sub_(z.gather(-1, labels.unsqueeze(-1))).squeeze(-1)
     return out, _cleared_softmax(e, s), torch.isfinite(m.squeeze(-1)).to(x.dtype)
 
@@ -650,16 +623,10 @@ def softmax_cross_entropy(logits, labels, axis=-1, where=None, reduction="none")
 def _probability_softmax_rows(x, y, reduction):
     """For probability labels ``y`` (no autograd): the reduced loss -sum_k y_k log p_k (log p is
     the logits themselves in a row without a finite maximum, as the reference) and the
-    ``_cleared_softmax``. ``mean`` and ``sum`` sum all the elements at once, not through the
-    per-row sums (a CPU sum over a last dim of 4 is slow)."""
-    m, z, e, s = _shifted_rows(x)
+    ``_cleared_softmax``."""
+    m, z, e, s = shifted_exp_rows(x)
     products = (z - torch.where(torch.isfinite(m), s.log(), 0.0)).mul_(y)
-    if reduction in ("mean", "sum") and products.numel():
-        total = products.sum().neg_()
-        loss = total if reduction == "sum" else total / (products.numel() // products.shape[-1])
-    else:
-        loss = reduce(products.sum(-1).neg_(), reduction)
-    return loss, _cleared_softmax(e, s)
+    return row_sum_reduced(products, reduction).neg_(), _cleared_softmax(e, s)
 
 
 class SoftmaxCrossEntropyFunction(torch.autograd.Function):
@@ -696,9 +663,7 @@ class SoftmaxCrossEntropyFunction(torch.autograd.Function):
             g = reduce_vjp(grad_output, ctx.reduction, p.numel() // max(p.shape[-1], 1) if p.dim() else 1)
             if ctx.reduction == "none":
                 g = g.unsqueeze(-1)
-            d = p * y.sum(-1, keepdim=True)
-            d = d.sub_(y).mul_(g) if in_place_ok() else (d - y) * g
-            return d.movedim(-1, ctx.axis), None, None, None, None
+            return mass_minus_target(p, y, g).movedim(-1, ctx.axis), None, None, None, None
         # where, several class axes, or recorded for a double backward: from the logits
         axes, w, logp, kept = _softmax_parts(logits, ctx.axis, where)
         t = _masked(labels, w)
@@ -748,7 +713,7 @@ class SafeSoftmaxCrossEntropyFunction(torch.autograd.Function):
         if torch.is_grad_enabled():  # recorded for a double backward: the softmax as a function of the logits
             p = torch.softmax(logits, -1)
         g = _per_example_cotangent(grad_output, ctx.reduction, logits.numel() // logits.shape[-1], (logits.dim() - 1,))
-        return g * (p * labels.sum(-1, keepdim=True) - labels), None, None
+        return mass_minus_target(p, labels, g), None, None
 
 
 SafeSoftmaxCrossEntropy = module("safe_softmax_cross_entropy", "SafeSoftmaxCrossEntropy", safe_softmax_cross_entropy)

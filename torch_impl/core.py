@@ -125,6 +125,38 @@ def row_mean_reduced(elementwise: torch.Tensor, reduction: str):
     return reduce(elementwise.mean(-1), reduction)
 
 
+def row_sum_reduced(elementwise: torch.Tensor, reduction: str, denominator=None):
+    """``reduce(elementwise.sum(-1), reduction, denominator)`` for ``mean`` and ``sum`` without
+    the per-row sums (a CPU sum over a last dim of 4 is slow): the total, over the number of
+    rows (or ``denominator``) for ``mean``."""
+    if reduction in ("mean", "sum") and elementwise.numel():
+        total = elementwise.sum()
+        if reduction == "sum":
+            return total
+        return total / (elementwise.numel() // elementwise.shape[-1] if denominator is None else denominator)
+    return reduce(elementwise.sum(-1), reduction, denominator)
+
+
+def shifted_exp_rows(x: torch.Tensor):
+    """For logits ``x`` with the classes along the last dim (no autograd): the rows' maxima m,
+    z = x shifted by m (by 0 where m is not finite: all -inf, +inf or NaN), e = exp(z) and the
+    rows' sums s of e (s >= 1 where m is finite)."""
+    m = x.amax(-1, keepdim=True)
+    z = x - m.nan_to_num(nan=0.0, posinf=0.0, neginf=0.0)
+    e = z.exp()
+    return m, z, e, e.sum(-1, keepdim=True)
+
+
+def mass_minus_target(p: torch.Tensor, q: torch.Tensor, g, dim: int = -1, fresh: bool = False) -> torch.Tensor:
+    """g (p sum_dim q - q): a softmax's gradient against targets ``q`` of any mass. ``p`` is
+    written into only if ``fresh`` (just made by the caller) and where that is safe; a residual
+    the backward may run on again is not."""
+    total = q.sum(dim, keepdim=True)
+    if not in_place_ok():
+        return g * (p * total - q)
+    return (p.mul_(total) if fresh else p * total).sub_(q).mul_(g)
+
+
 _DTYPES: dict = {}  # torch dtype -> (kind, name), for the messages
 
 

@@ -16,7 +16,8 @@ import torch.nn.functional as F
 from reference.metric import EPSILON
 from reference.reductions import reduce, reduce_vjp
 from reference.spec import PerFramework
-from .core import builtin, class_major, class_major_difference, cotangent, function, in_place_ok, indicator, module
+from .core import (builtin, class_major, class_major_difference, cotangent, function, in_place_ok, indicator,
+                   mass_minus_target, module, row_sum_reduced, shifted_exp_rows)
 
 
 # -- the cosine ----------------------------------------------------------------------------
@@ -535,21 +536,12 @@ def ranking_softmax_loss(logits, labels, *, where=None, weights=None, reduction=
 def _ranking_softmax_rows(logits, y, reduction):
     """Without ``where`` (no autograd): the reduced loss of ``_ranking_parts`` and the softmax
     exp(x - lse), from one exponential: the same shifts and guards as ``_masked_logsumexp``
-    (a list of all -inf has lse 0 and p 0). ``mean`` and ``sum`` sum all the elements at once,
-    not through the per-list sums."""
-    shift = logits.amax(-1, keepdim=True)
-    shift = torch.where(torch.isfinite(shift), shift, 0.0)
-    e = (logits - shift).exp_()
-    total = e.sum(-1, keepdim=True)
+    (a list of all -inf has lse 0 and p 0)."""
+    _, z, e, total = shifted_exp_rows(logits)
     total = torch.where(total > 0, total, 1.0)
-    products = (logits - total.log().add_(shift)).mul_(y)
-    if reduction in ("mean", "sum") and products.numel():
-        loss = products.sum().neg_()
-        if reduction == "mean":
-            loss = loss / (products.numel() // products.shape[-1])
-    else:
-        loss = reduce(products.sum(-1).neg_(), reduction, max(products.numel() // max(products.shape[-1], 1), 1))
-    return loss, e.div_(total)
+    products = (z - total.log()).mul_(y)
+    lists = products.numel() // max(products.shape[-1], 1)
+    return row_sum_reduced(products, reduction, max(lists, 1)).neg_(), e.div_(total)
 
 
 class RankingSoftmaxLossFunction(torch.autograd.Function):
@@ -584,9 +576,7 @@ class RankingSoftmaxLossFunction(torch.autograd.Function):
             y = y if weights is None else y * weights
             lists = p.numel() // max(p.shape[-1], 1)
             g = reduce_vjp(grad_output, ctx.reduction, lists, max(lists, 1) if ctx.reduction == "mean" else None)
-            g = g.unsqueeze(-1) if ctx.reduction == "none" else g
-            d = p * y.sum(-1, keepdim=True)
-            return (d.sub_(y).mul_(g) if in_place_ok() else (d - y) * g), None, None, None, None
+            return mass_minus_target(p, y, g.unsqueeze(-1) if ctx.reduction == "none" else g), None, None, None, None
         y, lse, per_list, counted = _ranking_parts(logits, labels, where, weights)
         p = _kept(where, torch.exp(logits - lse.unsqueeze(-1)))
         g = torch.broadcast_to(reduce_vjp(grad_output, ctx.reduction, per_list.numel(), counted), per_list.shape)
