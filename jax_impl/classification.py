@@ -394,22 +394,28 @@ def _masked(x, w):
 
 
 def _masked_logsumexp(x, axes, w, keepdims=True):
-    """log sum over the kept elements along ``axes`` (kept), -inf where nothing is kept; the
-    inner ``where`` keeps autodiff's gradient finite (0) there. Without a mask it is
-    ``jax.nn.logsumexp``, whose guards cost less: optax's softmax_cross_entropy_with_integer_labels
-    took 0.96x the time of the plain form and 1.31x that of the masked one (6144 x 4, float32).
-    ``keepdims=False`` where the caller wants the reduced shape: XLA on the CPU took 1.4x as long
-    for a logsumexp with ``keepdims=True`` whose axis is then squeezed (6144 x 4)."""
-    if w is None:
-        lse = jax.nn.logsumexp(x, axis=axes, keepdims=keepdims)
-        return lse, lse > -jnp.inf
-    xm = jnp.where(w, x, -jnp.inf)
+    """log sum over the kept elements along ``axes`` (kept), and the mask of the slices that
+    keep any (None without ``w``). -inf where nothing is kept (the inner ``where`` keeps
+    autodiff's gradient 0 there); NaN, value and gradient, where the largest kept logit is not
+    finite: the shift is that maximum, as in ``jax.nn.log_softmax`` (NaN in, NaN out), where
+    ``jax.nn.logsumexp`` would give -inf or +inf. ``keepdims=False`` where the caller wants the
+    reduced shape: XLA on the CPU took 1.4x as long for a logsumexp with ``keepdims=True``
+    whose axis is then squeezed (6144 x 4)."""
+    xm = x if w is None else jnp.where(w, x, -jnp.inf)
     m = jax.lax.stop_gradient(jnp.max(xm, axis=axes, keepdims=True))
-    m = jnp.where(jnp.isfinite(m), m, 0.0)
-    s = jnp.exp(xm - m).sum(axes, keepdims=keepdims)
-    m = m if keepdims else jnp.squeeze(m, axes)
-    kept = s > 0
-    return jnp.where(kept, jnp.log(jnp.where(kept, s, 1.0)) + m, -jnp.inf), kept
+    kept = None if w is None else jnp.any(w, axis=axes, keepdims=True)
+    shift = m if w is None else jnp.where(kept, m, 0.0)
+    s = jnp.exp(xm - shift).sum(axes, keepdims=keepdims)
+    if not keepdims:
+        shift = jnp.squeeze(shift, axes)
+        kept = None if w is None else jnp.squeeze(kept, axes)
+    if w is None:
+        return jnp.log(s) + shift, None
+    return jnp.where(kept, jnp.log(jnp.where(kept, s, 1.0)) + shift, -jnp.inf), kept
+
+
+def _where_kept(kept, x, fill):
+    return x if kept is None else jnp.where(kept, x, fill)
 
 
 def _per_example_cotangent(cotangent, reduction, numel, axes):
@@ -499,7 +505,7 @@ def _softmax_parts(logits, axis, where):
     axes = _optax_axes(axis, logits.ndim)
     w = _full_where(where, logits.shape, axes)
     lse, kept = _masked_logsumexp(logits, axes, w)
-    logp = _masked(logits - jnp.where(kept, lse, 0.0), w)
+    logp = _masked(logits - _where_kept(kept, lse, 0.0), w)
     return axes, w, logp, kept
 
 
@@ -520,7 +526,7 @@ def _sce_bwd(axis, reduction, residuals, cotangent):
     axes = _optax_axes(axis, logits.ndim)
     w = _full_where(where, logits.shape, axes)
     t = _masked(labels, w)
-    p = _masked(jnp.where(kept, jnp.exp(logp), 0.0), w)
+    p = _masked(_where_kept(kept, jnp.exp(logp), 0.0), w)
     g = _per_example_cotangent(cotangent, reduction, _class_numel(logits.shape, axes), axes)
     return g * (p * t.sum(axes, keepdims=True) - t), None, None
 
@@ -609,7 +615,7 @@ custom_vjp("sigmoid_focal_loss", sigmoid_focal_loss_custom_vjp, _focal_fwd, _foc
 def poly_loss_cross_entropy(logits, labels, *, epsilon=2.0, axis=-1, where=None, reduction="none"):
     """optax's poly-1 loss: softmax cross entropy plus epsilon sum t (1 - p)."""
     axes, w, logp, kept = _softmax_parts(logits, axis, where)
-    p = _masked(jnp.where(kept, jnp.exp(logp), 0.0), w)
+    p = _masked(_where_kept(kept, jnp.exp(logp), 0.0), w)
     ce = -_masked(labels * logp, w).sum(axes)
     return reduce(ce + epsilon * _masked(labels * (1.0 - p), w).sum(axes), reduction)
 
@@ -626,7 +632,7 @@ def _poly_bwd(epsilon, axis, reduction, residuals, cotangent):
     logits, labels, where = residuals
     axes, w, logp, kept = _softmax_parts(logits, axis, where)
     t = _masked(labels, w)
-    p = _masked(jnp.where(kept, jnp.exp(logp), 0.0), w)
+    p = _masked(_where_kept(kept, jnp.exp(logp), 0.0), w)
     g = _per_example_cotangent(cotangent, reduction, _class_numel(logits.shape, axes), axes)
     tp = (t * p).sum(axes, keepdims=True)
     return g * (p * t.sum(axes, keepdims=True) - t - epsilon * p * (t - tp)), None, None

@@ -271,13 +271,15 @@ def _slope(x):
 def _masked_logsumexp(x, mask, axis):
     """log sum exp of the masked entries along ``axis``, shifted by their maximum: (value, 0 where
     the mask selects nothing; whether it selects anything). Nothing selected never reaches a
-    log(0) or an exp overflow, so autodiff gives no NaN."""
+    log(0) or an exp overflow, so autodiff gives no NaN there; where the largest selected entry
+    is not finite (a NaN, a +inf, or every one -inf) the shift makes value and gradient NaN, as
+    ``jax.nn.log_softmax``: NaN in, NaN out."""
     xm = jnp.where(mask, x, -jnp.inf)
-    shift = jax.lax.stop_gradient(jnp.max(xm, axis, keepdims=True))
-    shift = jnp.where(jnp.isfinite(shift), shift, 0.0)
+    has = jnp.any(mask, axis, keepdims=True)
+    shift = jnp.where(has, jax.lax.stop_gradient(jnp.max(xm, axis, keepdims=True)), 0.0)
     total = jnp.exp(xm - shift).sum(axis, keepdims=True)
-    has = mask.any(axis)
-    lse = jnp.squeeze(jnp.log(jnp.where(total > 0, total, 1.0)) + shift, axis)
+    lse = jnp.squeeze(jnp.log(jnp.where(has, total, 1.0)) + shift, axis)
+    has = jnp.squeeze(has, axis)
     return jnp.where(has, lse, 0.0), has
 
 

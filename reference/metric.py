@@ -28,7 +28,7 @@ import math
 
 import numpy as np
 
-from . import checks
+from . import checks, classification
 from .reductions import reduce, reduce_vjp
 from .spec import BadInput, Case, Difference, LossSpec, PerFramework, XFail, register, replace_input, set_param
 
@@ -630,10 +630,13 @@ def _slope(x):
 def _masked_logsumexp(x, mask, axis=-1):
     r""":math:`\log\sum_{k:\,\text{mask}_k} e^{x_k}` along ``axis``, shifted by the masked
     maximum; :math:`-\infty` where the mask selects nothing. Returns the value and the
-    shift (0 where the mask selects nothing) for the VJP's softmax."""
+    shift (0 where the mask selects nothing) for the VJP's softmax. Where the largest selected
+    value is not finite (NaN, +inf, or every one -inf) the shift, and so the value and the
+    softmax, are NaN: the built-ins subtract that maximum (inf - inf is NaN), NaN in, NaN out."""
     xm = np.where(mask, x, -np.inf)
-    shift = xm.max(axis, keepdims=True, initial=-np.inf)
-    shift = np.where(np.isfinite(shift), shift, 0.0)
+    top = xm.max(axis, keepdims=True, initial=-np.inf)
+    selects = np.broadcast_to(mask, xm.shape).any(axis, keepdims=True)
+    shift = np.where(np.isfinite(top), top, np.where(selects, np.nan, 0.0))
     total = np.exp(xm - shift).sum(axis, keepdims=True)
     with np.errstate(divide="ignore"):
         return np.squeeze(np.log(total) + shift, axis), shift
@@ -1105,11 +1108,14 @@ def check_ranking_softmax(args: dict) -> None:
         checks.nonnegative_array(w)
 
 
-def sample_ranking(rng: np.random.Generator, shape=(4, 5), integer_labels=False):
+def sample_ranking(rng: np.random.Generator, shape=(4, 5), integer_labels=False, nonfinite=False):
     """``logits`` ~ N(0, 1.5^2); ``labels`` graded relevance in {0, 1, 2, 3} (floating, or
-    integer with ``integer_labels``)."""
+    integer with ``integer_labels``). ``nonfinite``: ``classification.nonfinite_rows``."""
     labels = rng.integers(0, 4, size=shape)
-    return 1.5 * rng.standard_normal(shape), labels if integer_labels else labels.astype(np.float64)
+    logits = 1.5 * rng.standard_normal(shape)
+    if nonfinite:
+        logits = classification.nonfinite_rows(logits)
+    return logits, labels if integer_labels else labels.astype(np.float64)
 
 
 def _ranking_where(rng, inputs):
@@ -1137,6 +1143,7 @@ register(LossSpec(
            Case("integer labels", sample={"integer_labels": True}),
            Case("one list", sample={"shape": (6,)}),
            Case("3-D, lists along the last axis", sample={"shape": (2, 3, 4)})),
+    straight_through_cases=(Case(classification.NONFINITE_LOGITS.name, sample={"shape": (6, 5), "nonfinite": True}),),
     bad_inputs=(
         BadInput("labels of another shape", replace_input(1, lambda xs: xs[1][:, :-1]), ValueError, "labels"),
         BadInput("labels that would broadcast", replace_input(1, lambda xs: xs[1][:1]), ValueError, "labels"),

@@ -6,16 +6,17 @@ import reference
 from reports.matrix import half_reduction, quick
 
 
-def loss_case_reduction(tiered: bool = False, quick_rule=quick):
+def loss_case_reduction(tiered: bool = False, quick_rule=quick, straight_through: bool = False):
     """Every (loss, case, reduction); ``tiered``: those outside the quick tier (``quick_rule``,
-    by default ``reports.matrix.quick``) are marked ``slow``."""
-    return list(_loss_case_reduction(tiered, quick_rule))
+    by default ``reports.matrix.quick``) are marked ``slow``; ``straight_through``: the
+    ``straight_through_cases`` too (the checks by finite differences cannot take them)."""
+    return list(_loss_case_reduction(tiered, quick_rule, straight_through))
 
 
-def _loss_case_reduction(tiered: bool, quick_rule):
+def _loss_case_reduction(tiered: bool, quick_rule, straight_through: bool):
     for name in reference.names():
         spec = reference.get(name)
-        for case in spec.cases:
+        for case in (spec.matrix_cases if straight_through else spec.cases):
             for reduction in spec.case_reductions(case):
                 marks = [pytest.mark.slow] if tiered and not quick_rule(spec, case, reduction) else []
                 yield pytest.param(name, case.name, reduction, id=f"{name}-{case.name}-{reduction}", marks=marks)

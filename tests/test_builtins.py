@@ -2,7 +2,8 @@
 
 Each built-in is called through the adapter its family file registers (``builtin``),
 in float64, and its value and autodiff gradient must match the reference's value and
-analytic VJP. An adapter that raises NotImplementedError marks an option the
+analytic VJP, in every case the parity matrix runs (``straight_through_cases`` too: the
+edges of a domain, NaN in and NaN out, are where a port most often parts from its original). An adapter that raises NotImplementedError marks an option the
 built-in lacks: that cell is skipped, with the reason. JAX built-ins run under jit, the
 calls of one loss as one program (``matrix.run_jax_calls``), except where the built-in or
 its adapter reads its arrays' values. A comparison known to fail for a genuine reason (the
@@ -38,7 +39,7 @@ FRAMEWORKS = (("torch", torch_impl, quick), ("jax", jax_impl, _jax_quick))
 
 
 def _params():
-    tiers = [loss_case_reduction(tiered=True, quick_rule=rule) for _, _, rule in FRAMEWORKS]
+    tiers = [loss_case_reduction(tiered=True, quick_rule=rule, straight_through=True) for _, _, rule in FRAMEWORKS]
     for params in zip(*tiers):  # the same (loss, case, reduction) in each framework's tier
         for (framework, pkg, _), param in zip(FRAMEWORKS, params):
             name = param.values[0]

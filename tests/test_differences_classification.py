@@ -138,6 +138,37 @@ def test_cross_entropy_is_optax_integer_label_cross_entropy_on_the_class_axis(ca
         close(optax.losses.softmax_cross_entropy_with_integer_labels(moved, y), ref("cross_entropy", x, y))
 
 
+_NONFINITE_ROW = "optax.losses.softmax_cross_entropy_with_integer_labels (a non-finite row)"
+
+
+@proves(("cross_entropy", "optax", _NONFINITE_ROW), ("softmax_cross_entropy_with_integer_labels", "optax", _NONFINITE_ROW))
+@pytest.mark.parametrize("name", ["cross_entropy", "softmax_cross_entropy_with_integer_labels"])
+def test_a_row_without_a_finite_maximum_is_nan_where_optax_integer_labels_give_inf(name):
+    (x, y), _ = draw_case(name, "non-finite logits")
+    y[2:4] = (1, 2)  # at finite logits beside the +inf ones (reference.classification.nonfinite_rows)
+    bad = ~np.isfinite(x.max(-1))
+    assert bad[:4].all() and not bad[4:].any()
+    ours, ours_grad = ref(name, x, y), grad(name, x, y)[0]
+    assert np.isnan(ours[bad]).all() and np.isnan(ours_grad[bad]).all()
+    assert np.isfinite(ours[~bad]).all() and np.isfinite(ours_grad[~bad]).all()
+    # torch's cross_entropy and optax's softmax_cross_entropy (log_softmax) agree, NaN rows and all
+    close(F.cross_entropy(t(x), t(y), reduction="none").detach(), ours)
+    close(torch_grad(F.cross_entropy, x, t(y), reduction="none"), ours_grad)
+    labels = onehot(y, x.shape[-1])
+    close(optax.losses.softmax_cross_entropy(x, labels), ours)
+    close(optax_grad(optax.losses.softmax_cross_entropy, x, labels), ours_grad)
+    # optax's integer labels: the same on the finite rows; beside a +inf, +inf where the label's
+    # logit is finite, and a gradient NaN at the +inf logits only
+    theirs = n(optax.losses.softmax_cross_entropy_with_integer_labels(x, y))
+    theirs_grad = optax_grad(optax.losses.softmax_cross_entropy_with_integer_labels, x, y)
+    close(theirs[~bad], ours[~bad])
+    close(theirs_grad[~bad], ours_grad[~bad])
+    plus_inf = (x == np.inf).any(-1) & ~np.isnan(x).any(-1)
+    finite_label = plus_inf & np.isfinite(np.take_along_axis(x, y[:, None], -1)[:, 0])
+    assert finite_label.any() and (theirs[finite_label] == np.inf).all()
+    assert (np.isnan(theirs_grad[plus_inf]) == (x[plus_inf] == np.inf)).all()
+
+
 @proves(("cross_entropy", "optax", "optax.losses.softmax_cross_entropy + optax.smooth_labels"))
 @pytest.mark.parametrize("case", cases("cross_entropy", "probabilities", "probabilities+K-dim"))
 @pytest.mark.parametrize("eps", [0.0, 0.2])
@@ -783,6 +814,23 @@ def test_convex_kl_divergence_is_generalized_kl_divergence(case):
 # Keras: categorical_generalized_cross_entropy, binary_focal_crossentropy,
 # categorical_focal_crossentropy
 # ==================================================================================
+
+@proves(("categorical_generalized_cross_entropy", "keras",
+         "keras.losses.categorical_generalized_cross_entropy (a true-class probability of 0)"))
+def test_keras_generalized_cross_entropy_gradient_is_nan_beside_a_zero_true_class_probability():
+    name = "categorical_generalized_cross_entropy"
+    (y, p), kw = draw_case(name, "true-class probabilities of exactly 0 and 1")
+    q = kw.get("q", 0.5)
+    loss = keras().losses.categorical_generalized_cross_entropy
+    close(loss(y, p, q=q), ref(name, y, p, **kw))
+    ours = grad(name, y, p, **kw)[0]
+    theirs = n(jax.grad(lambda v: jnp.sum(loss(y, v, q=q)))(jnp.asarray(p)))
+    zero_true = np.take_along_axis(p, y[..., None], -1)[..., 0] == 0
+    assert zero_true.any()
+    close(theirs[~zero_true], ours[~zero_true])
+    others = (onehot(y, p.shape[-1]) == 0) & zero_true[..., None]
+    assert np.isnan(theirs[others]).all() and (ours[others] == 0).all()
+
 
 @proves(("categorical_generalized_cross_entropy", "keras", "keras.losses.categorical_generalized_cross_entropy"))
 @pytest.mark.parametrize("case", cases("categorical_generalized_cross_entropy"))

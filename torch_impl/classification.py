@@ -471,14 +471,22 @@ def _masked(x, w):
 
 
 def _masked_logsumexp(x, dims, w):
-    """log sum over the kept elements along ``dims`` (kept), -inf where nothing is kept; the
-    inner ``where`` keeps autograd's gradient finite (0) there."""
+    """log sum over the kept elements along ``dims`` (kept), and the mask of the slices that
+    keep any (None without ``w``). -inf where nothing is kept (the inner ``where`` keeps
+    autograd's gradient 0 there); NaN, value and gradient, where the largest kept logit is not
+    finite (the shift is NaN there, as in ``torch.log_softmax``: NaN in, NaN out)."""
     xm = x if w is None else x.masked_fill(~w, float("-inf"))
     m = torch.amax(xm, dim=dims, keepdim=True).detach()
-    m = torch.where(torch.isfinite(m), m, 0.0)
-    s = torch.exp(xm - m).sum(dims, keepdim=True)
-    kept = s > 0
-    return torch.where(kept, torch.log(torch.where(kept, s, 1.0)) + m, float("-inf")), kept
+    if w is None:
+        return torch.log(torch.exp(xm - m).sum(dims, keepdim=True)) + m, None
+    kept = w.any(dim=dims, keepdim=True)
+    shift = torch.where(kept, m, 0.0)
+    s = torch.exp(xm - shift).sum(dims, keepdim=True)
+    return torch.where(kept, torch.log(torch.where(kept, s, 1.0)) + shift, float("-inf")), kept
+
+
+def _where_kept(kept, x, fill):
+    return x if kept is None else torch.where(kept, x, fill)
 
 
 def _per_example_cotangent(grad_output, reduction, numel, axes):
@@ -531,28 +539,20 @@ def softmax_cross_entropy_with_integer_labels(logits, labels, axis=-1, where=Non
     return reduce(out, reduction)
 
 
-def _cleared_softmax(e, s):
-    """e / s, written into e: the softmax in a row with a finite maximum (finite, in [0, 1]),
-    and 0 elsewhere, where it is 0 / 0, inf / inf or NaN (the reference's p there)."""
-    return e.div_(s).nan_to_num_(nan=0.0, posinf=0.0, neginf=0.0)
-
-
 def _label_softmax_rows(x, labels):
-    """Each row's loss log sum_k e^{x_k} - x_y (no autograd; the module's values, NaN or inf, in
-    the rows without a finite maximum), its ``_cleared_softmax`` and its 1/0 flag of a finite
-    maximum."""
-    m, z, e, s = shifted_exp_rows(x)
+    """Each row's loss log sum_k e^{x_k} - x_y and its softmax (no autograd; both NaN in a row
+    without a finite maximum)."""
+    _, z, e, s = shifted_exp_rows(x)
     out = s.log().sub_(z.gather(-1, labels.unsqueeze(-1))).squeeze(-1)
-    return out, _cleared_softmax(e, s), torch.isfinite(m.squeeze(-1)).to(x.dtype)
+    return out, e.div_(s)
 
 
 class SoftmaxCrossEntropyWithIntegerLabelsFunction(torch.autograd.Function):
     """Softmax over the kept classes minus the one-hot label.
 
-    With one class axis and no ``where`` (``returns_residuals``) the forward keeps the softmax
-    and each row's flag of a finite normaliser, and the backward is one product and one scatter,
-    g (p - onehot(y)) in place, 0 in a row whose normaliser is not finite; otherwise the backward
-    starts again from the logits."""
+    With one class axis and no ``where`` (``returns_residuals``) the forward keeps the softmax,
+    and the backward is one product and one scatter, g (p - onehot(y)) in place; otherwise the
+    backward starts again from the logits."""
 
     generate_vmap_rule = True
     returns_residuals = True
@@ -560,9 +560,9 @@ class SoftmaxCrossEntropyWithIntegerLabelsFunction(torch.autograd.Function):
     @staticmethod
     def forward(logits, labels, axis, where, reduction):
         if where is not None or not isinstance(axis, int):
-            return softmax_cross_entropy_with_integer_labels(logits, labels, axis, where, reduction), None, None
-        out, p, finite = _label_softmax_rows(logits.movedim(axis, -1), labels.long())
-        return reduce(out, reduction), p, finite
+            return softmax_cross_entropy_with_integer_labels(logits, labels, axis, where, reduction), None
+        out, p = _label_softmax_rows(logits.movedim(axis, -1), labels.long())
+        return reduce(out, reduction), p
 
     @staticmethod
     def setup_context(ctx, inputs, output):
@@ -575,25 +575,27 @@ class SoftmaxCrossEntropyWithIntegerLabelsFunction(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_output, *_):
-        logits, labels, where, p, finite = ctx.saved_tensors
+        logits, labels, where, p = ctx.saved_tensors
         if grad_output is None:
             return None, None, None, None, None
         if p is not None and not torch.is_grad_enabled():
             g = reduce_vjp(grad_output, ctx.reduction, labels.numel())
-            r = (g * finite).unsqueeze(-1)  # p is 0 in the rows whose flag is 0: p g = p r there
-            d = p * (r if ctx.reduction == "none" else g)
+            if ctx.reduction == "none":
+                g = g.unsqueeze(-1)
+            d = p * g
             index = labels.long().unsqueeze(-1)
-            d = d.scatter_add_(-1, index, r.neg_()) if in_place_ok() else d.scatter_add(-1, index, -r)
+            minus_g = (-g).expand(index.shape)
+            d = d.scatter_add_(-1, index, minus_g) if in_place_ok() else d.scatter_add(-1, index, minus_g)
             return d.movedim(-1, ctx.axis), None, None, None, None
         # where, several class axes, or recorded for a double backward: from the logits
         x, w, perm = _label_layout(logits, ctx.axis, where)
         lse, kept = _masked_logsumexp(x, -1, w)
-        p = _masked(torch.exp(x - torch.where(kept, lse, 0.0)), w)
+        p = _masked(torch.exp(x - _where_kept(kept, lse, 0.0)), w)
         d = p - one_hot(labels.long(), x.shape[-1], x.dtype)
         g = reduce_vjp(grad_output, ctx.reduction, labels.numel())
         if ctx.reduction == "none":
             g = g.unsqueeze(-1)
-        d = torch.where(kept, d * g, 0.0)
+        d = _where_kept(kept, d * g, 0.0)
         return _label_layout_back(d, logits, perm), None, None, None, None
 
 
@@ -610,7 +612,7 @@ def _softmax_parts(logits, axis, where):
     axes = _optax_axes(axis, logits.dim())
     w = _full_where(where, logits.shape, axes)
     lse, kept = _masked_logsumexp(logits, axes, w)
-    logp = _masked(logits - torch.where(kept, lse, 0.0), w)
+    logp = _masked(logits - _where_kept(kept, lse, 0.0), w)
     return axes, w, logp, kept
 
 
@@ -621,20 +623,18 @@ def softmax_cross_entropy(logits, labels, axis=-1, where=None, reduction="none")
 
 
 def _probability_softmax_rows(x, y, reduction):
-    """For probability labels ``y`` (no autograd): the reduced loss -sum_k y_k log p_k (log p is
-    the logits themselves in a row without a finite maximum, as the reference) and the
-    ``_cleared_softmax``."""
-    m, z, e, s = shifted_exp_rows(x)
-    products = (z - torch.where(torch.isfinite(m), s.log(), 0.0)).mul_(y)
-    return row_sum_reduced(products, reduction).neg_(), _cleared_softmax(e, s)
+    """For probability labels ``y`` (no autograd): the reduced loss -sum_k y_k log p_k and the
+    softmax (both NaN in a row without a finite maximum)."""
+    _, z, e, s = shifted_exp_rows(x)
+    products = (z - s.log()).mul_(y)
+    return row_sum_reduced(products, reduction).neg_(), e.div_(s)
 
 
 class SoftmaxCrossEntropyFunction(torch.autograd.Function):
     """Softmax over the kept classes times the kept label mass, minus the kept labels.
 
-    With one class axis and no ``where`` (``returns_residuals``) the forward keeps the softmax
-    (0 in a row whose normaliser is not finite, as the reference), and the backward is
-    g (p sum_k y_k - y); otherwise the backward starts again from the logits."""
+    With one class axis and no ``where`` (``returns_residuals``) the forward keeps the softmax,
+    and the backward is g (p sum_k y_k - y); otherwise the backward starts again from the logits."""
 
     generate_vmap_rule = True
     returns_residuals = True
@@ -667,7 +667,7 @@ class SoftmaxCrossEntropyFunction(torch.autograd.Function):
         # where, several class axes, or recorded for a double backward: from the logits
         axes, w, logp, kept = _softmax_parts(logits, ctx.axis, where)
         t = _masked(labels, w)
-        p = _masked(torch.where(kept, logp.exp(), 0.0), w)
+        p = _masked(_where_kept(kept, logp.exp(), 0.0), w)
         g = _per_example_cotangent(grad_output, ctx.reduction, _class_numel(logits.shape, axes), axes)
         return g * (p * t.sum(axes, keepdim=True) - t), None, None, None, None
 
@@ -778,7 +778,7 @@ sigmoid_focal_loss_function = function("sigmoid_focal_loss", SigmoidFocalLossFun
 def poly_loss_cross_entropy(logits, labels, *, epsilon=2.0, axis=-1, where=None, reduction="none"):
     """optax's poly-1 loss: softmax cross entropy plus epsilon sum t (1 - p)."""
     axes, w, logp, kept = _softmax_parts(logits, axis, where)
-    p = _masked(torch.where(kept, logp.exp(), 0.0), w)
+    p = _masked(_where_kept(kept, logp.exp(), 0.0), w)
     ce = -_masked(labels * logp, w).sum(axes)
     return reduce(ce + epsilon * _masked(labels * (1.0 - p), w).sum(axes), reduction)
 
@@ -800,7 +800,7 @@ class PolyLossCrossEntropyFunction(torch.autograd.Function):
         logits, labels, where = ctx.saved_tensors
         axes, w, logp, kept = _softmax_parts(logits, ctx.axis, where)
         t = _masked(labels, w)
-        p = _masked(torch.where(kept, logp.exp(), 0.0), w)
+        p = _masked(_where_kept(kept, logp.exp(), 0.0), w)
         g = _per_example_cotangent(grad_output, ctx.reduction, _class_numel(logits.shape, axes), axes)
         tp = (t * p).sum(axes, keepdim=True)
         return g * (p * t.sum(axes, keepdim=True) - t - ctx.epsilon * p * (t - tp)), None, None, None, None, None

@@ -139,10 +139,11 @@ def row_sum_reduced(elementwise: torch.Tensor, reduction: str, denominator=None)
 
 def shifted_exp_rows(x: torch.Tensor):
     """For logits ``x`` with the classes along the last dim (no autograd): the rows' maxima m,
-    z = x shifted by m (by 0 where m is not finite: all -inf, +inf or NaN), e = exp(z) and the
-    rows' sums s of e (s >= 1 where m is finite)."""
+    z = x - m, e = exp(z) and the rows' sums s of e (s >= 1 where m is finite). Where m is not
+    finite (a NaN, a +inf, or every logit -inf) z, e and s are NaN, as in ``torch.log_softmax``:
+    NaN in, NaN out."""
     m = x.amax(-1, keepdim=True)
-    z = x - m.nan_to_num(nan=0.0, posinf=0.0, neginf=0.0)
+    z = x - m
     e = z.exp()
     return m, z, e, e.sum(-1, keepdim=True)
 

@@ -360,15 +360,18 @@ def _slope(x):
 def _masked_logsumexp(x, mask, dim):
     """log sum exp of the masked entries along ``dim``, shifted by their maximum: (value, 0 where
     the mask selects nothing; whether it selects anything, None for ``mask=None``, which selects
-    everything). Nothing selected never reaches a log(0) or an exp overflow, so autograd gives no NaN."""
+    everything). Nothing selected never reaches a log(0) or an exp overflow, so autograd gives no
+    NaN there; where the largest selected entry is not finite (a NaN, a +inf, or every one -inf)
+    the shift makes value and gradient NaN, as ``torch.log_softmax``: NaN in, NaN out."""
     xm = x if mask is None else torch.where(mask, x, -math.inf)
-    shift = xm.amax(dim, keepdim=True).detach()
-    shift = torch.where(torch.isfinite(shift), shift, 0.0)
-    total = torch.exp(xm - shift).sum(dim, keepdim=True)
-    lse = (torch.log(torch.where(total > 0, total, 1.0)) + shift).squeeze(dim)
+    top = xm.amax(dim, keepdim=True).detach()
     if mask is None:
-        return lse, None
-    has = mask.any(dim)
+        return (torch.log(torch.exp(xm - top).sum(dim, keepdim=True)) + top).squeeze(dim), None
+    has = mask.any(dim, keepdim=True)
+    shift = torch.where(has, top, 0.0)
+    total = torch.exp(xm - shift).sum(dim, keepdim=True)
+    lse = (torch.log(torch.where(has, total, 1.0)) + shift).squeeze(dim)
+    has = has.squeeze(dim)
     return torch.where(has, lse, 0.0), has
 
 
@@ -535,10 +538,9 @@ def ranking_softmax_loss(logits, labels, *, where=None, weights=None, reduction=
 
 def _ranking_softmax_rows(logits, y, reduction):
     """Without ``where`` (no autograd): the reduced loss of ``_ranking_parts`` and the softmax
-    exp(x - lse), from one exponential: the same shifts and guards as ``_masked_logsumexp``
-    (a list of all -inf has lse 0 and p 0)."""
+    exp(x - lse), from one exponential (both NaN in a list without a finite maximum, as
+    ``_masked_logsumexp``)."""
     _, z, e, total = shifted_exp_rows(logits)
-    total = torch.where(total > 0, total, 1.0)
     products = (z - total.log()).mul_(y)
     lists = products.numel() // max(products.shape[-1], 1)
     return row_sum_reduced(products, reduction, max(lists, 1)).neg_(), e.div_(total)
