@@ -368,7 +368,7 @@ def sparsemax(z):
     z_sorted = jnp.sort(z, axis=-1)[..., ::-1]
     cssv = jnp.cumsum(z_sorted, axis=-1) - 1.0
     rank = jnp.arange(1, z.shape[-1] + 1, dtype=z.dtype)
-    k = (z_sorted - cssv / rank > 0).sum(-1, keepdims=True)
+    k = jnp.maximum((z_sorted - cssv / rank > 0).sum(-1, keepdims=True), 1)  # a NaN row: k = 1, tau NaN
     tau = jnp.take_along_axis(cssv, k - 1, axis=-1) / k.astype(z.dtype)
     return jnp.maximum(z - tau, 0.0)
 

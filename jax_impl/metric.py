@@ -34,8 +34,9 @@ def _cosine_vjp(g, x1, x2):
 
 
 def _hinge(h):
-    # max(h, 0) with slope 1 at h = 0, as torch's clamp_min (jnp.maximum would give 1/2)
-    return jnp.where(h >= 0, h, 0.0)
+    # max(h, 0) with slope 1 at h = 0, as torch's clamp_min (jnp.maximum would give 1/2); NaN stays
+    # NaN, as in clamp_min (a comparison h >= 0 would read it as 0)
+    return jnp.where(h < 0, 0.0, h)
 
 
 # -- cosine_embedding_loss ---------------------------------------------------------------
@@ -71,15 +72,15 @@ custom_vjp("cosine_embedding_loss", cosine_embedding_loss_custom_vjp, _cosine_em
 def _pnorm(v, p):
     """|v|_p along the last axis with torch's derivatives at 0: |v| is written v * sign(v)
     (slope sign(0) = 0, where jnp.abs has slope 1), and the root is taken only where the
-    sum is positive (a zero norm has gradient 0, not 0 * inf = NaN)."""
+    sum is not 0 (a zero norm has gradient 0, not 0 * inf = NaN; a NaN sum stays NaN)."""
     a = v * jnp.sign(v)
     if p == math.inf:
         return a.max(-1)
     if p == 1:
         return a.sum(-1)
     s = (v * v).sum(-1) if p == 2 else (a ** p).sum(-1)
-    positive = s > 0
-    return jnp.where(positive, jnp.where(positive, s, 1.0) ** (1.0 / p), 0.0)
+    zero = s == 0
+    return jnp.where(zero, 0.0, jnp.where(zero, 1.0, s) ** (1.0 / p))
 
 
 def _pairwise_distance(x1, x2, p=2.0, eps=1e-6):

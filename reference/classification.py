@@ -24,6 +24,7 @@ import numpy as np
 from scipy.special import log_expit, log_softmax, softmax, xlogy, expit
 
 from . import articles, checks
+from .numerics import logaddexp
 from .reductions import reduce, reduce_vjp
 from .spec import (Alias, BadInput, Case, Difference, LossSpec, Sampled, alias_spec, register, replace_input,
                    set_param, XFail)
@@ -1443,7 +1444,7 @@ def _focal_parts(logits, labels):
     log_p, log_q = log_expit(logits), log_expit(-logits)
     ce = -(labels * log_p + (1.0 - labels) * log_q)
     with np.errstate(divide="ignore"):
-        log_1m_pt = np.logaddexp(log_p + np.log1p(-labels), log_q + np.log(labels))
+        log_1m_pt = logaddexp(log_p + np.log1p(-labels), log_q + np.log(labels))
     return log_p, log_q, ce, log_1m_pt
 
 

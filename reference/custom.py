@@ -13,6 +13,7 @@ import numpy as np
 from scipy.special import expit
 
 from . import articles, checks
+from .numerics import logaddexp
 from .reductions import reduce, reduce_vjp
 from .spec import BadInput, Case, Difference, LossSpec, XFail, register, replace_input, set_param
 
@@ -196,7 +197,7 @@ def binomial_deviance(x, m, w, alpha=2.0, beta=0.5, reduction="sum"):
     """
     s, _, _ = _cosine_matrix(x)
     z = -alpha * (s - beta) * m
-    return reduce(w * np.logaddexp(0.0, z), reduction)
+    return reduce(w * logaddexp(0.0, z), reduction)
 
 
 def binomial_deviance_vjp(cotangent, x, m, w, alpha=2.0, beta=0.5, reduction="sum"):

@@ -902,7 +902,8 @@ def sparsemax(z):
     :math:`\tau = (\sum_{j \le k} z_{(j)} - 1) / k`."""
     z_sorted = -np.sort(-z, axis=-1)
     cssv = np.cumsum(z_sorted, axis=-1) - 1.0
-    k = (z_sorted - cssv / np.arange(1, z.shape[-1] + 1) > 0).sum(-1, keepdims=True)
+    # at least 1: a row holding a NaN fails every comparison; its tau, and its row, are NaN
+    k = np.maximum((z_sorted - cssv / np.arange(1, z.shape[-1] + 1) > 0).sum(-1, keepdims=True), 1)
     tau = np.take_along_axis(cssv, k - 1, axis=-1) / k
     return np.maximum(z - tau, 0.0)
 

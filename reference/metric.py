@@ -29,6 +29,7 @@ import math
 import numpy as np
 
 from . import checks, classification
+from .numerics import logaddexp
 from .reductions import reduce, reduce_vjp
 from .spec import BadInput, Case, Difference, LossSpec, PerFramework, XFail, register, replace_input, set_param
 
@@ -197,7 +198,8 @@ def pnorm_grad(v, p, norm=None):
     n = np.expand_dims(norm, -1)
     if p == math.inf:
         mask = (np.abs(v) == n).astype(v.dtype)
-        return np.sign(v) * mask / mask.sum(-1, keepdims=True)
+        with np.errstate(invalid="ignore"):  # a NaN row has no maximum to share: 0 / 0, NaN
+            return np.sign(v) * mask / mask.sum(-1, keepdims=True)
     if p == 1:
         return np.sign(v)
     safe = np.where(n > 0, n, 1.0)
@@ -909,7 +911,7 @@ def _ntxent_parts(embeddings, labels, temperature):
     pos = same & ~np.eye(len(labels), dtype=bool)
     neg = ~same
     lse_neg = _masked_logsumexp(x, neg, axis=1)[0]
-    norm = np.logaddexp(lse_neg[:, None], x)  # log(sum over negatives of i + e^{x_ij}), per pair (i, j)
+    norm = logaddexp(lse_neg[:, None], x)  # log(sum over negatives of i + e^{x_ij}), per pair (i, j)
     return x, pos, neg, lse_neg, norm, n2, r, u
 
 
@@ -1236,7 +1238,7 @@ def circle(y_true, y_pred, ref_labels=None, ref_embeddings=None, remove_diagonal
     about :math:`5\cdot 10^{-6}` relative, in any implementation (``CIRCLE_FLOAT32``).
     """
     z = _circle_parts(y_true, y_pred, ref_labels, ref_embeddings, remove_diagonal, gamma, margin)[-1]
-    return reduce(np.logaddexp(0.0, z), reduction)
+    return reduce(logaddexp(0.0, z), reduction)
 
 
 def circle_vjp(cotangent, y_true, y_pred, ref_labels=None, ref_embeddings=None, remove_diagonal=True, gamma=80,

@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import articles, checks
+from .numerics import logaddexp
 from .reductions import reduce, reduce_vjp
 from .spec import (Alias, BadInput, Case, Difference, LossSpec, Sampled, alias_spec, register, replace_input,
                    set_param)
@@ -650,7 +651,7 @@ def log_cosh(predictions, targets, reduction="none"):
     ``targets=None`` (zeros) is not taken.
     """
     d = predictions - targets
-    return reduce(np.logaddexp(d, -d) - _LOG_2, reduction)
+    return reduce(logaddexp(d, -d) - _LOG_2, reduction)
 
 
 def log_cosh_vjp(cotangent, predictions, targets, reduction="none"):

@@ -22,12 +22,11 @@ alignment (a target that cannot fit its input) gives :math:`+\infty`.
 
 from __future__ import annotations
 
-import functools
-
 import numpy as np
 from scipy.special import log_softmax
 
 from . import checks
+from .numerics import nan_propagates
 from .reductions import reduce, reduce_vjp
 from .spec import BadInput, Case, Difference, LossSpec, XFail, register, replace_input, set_param
 
@@ -91,17 +90,7 @@ def _unshift(x, k, fill=NEG_INF):
     return np.concatenate([x, pad], axis=-1)[..., k:]
 
 
-def _nan_propagates(recursion):
-    """A NaN log-probability gives NaN (NaN in, NaN out), without NumPy's warning that
-    ``logaddexp`` met an invalid value."""
-    @functools.wraps(recursion)
-    def quiet(*args):
-        with np.errstate(invalid="ignore"):
-            return recursion(*args)
-    return quiet
-
-
-@_nan_propagates
+@nan_propagates
 def alpha(em, skip, input_lengths):
     r"""The forward variables, in log space.
 
@@ -123,7 +112,7 @@ def alpha(em, skip, input_lengths):
     return np.stack(alphas) if alphas else np.zeros((0, n, states)), prev
 
 
-@_nan_propagates
+@nan_propagates
 def log_likelihood(last_alpha, target_lengths):
     r""":math:`\log p(l \mid x) = \mathrm{lse}(\alpha_{T_n-1}(2|l|), \alpha_{T_n-1}(2|l| - 1))`
     (the second term only when :math:`|l| > 0`)."""
@@ -133,7 +122,7 @@ def log_likelihood(last_alpha, target_lengths):
     return np.logaddexp(end, before)
 
 
-@_nan_propagates
+@nan_propagates
 def beta(em, skip, input_lengths, target_lengths):
     r"""The backward variables, in log space, without the emission at ``t`` itself:
 

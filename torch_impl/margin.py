@@ -515,7 +515,7 @@ def sparsemax(z):
     z_sorted = torch.sort(z, dim=-1, descending=True).values
     cssv = z_sorted.cumsum(-1) - 1.0
     rank = torch.arange(1, z.shape[-1] + 1, device=z.device, dtype=z.dtype)
-    k = (z_sorted - cssv / rank > 0).sum(-1, keepdim=True)
+    k = (z_sorted - cssv / rank > 0).sum(-1, keepdim=True).clamp_min(1)  # a NaN row: k = 1, tau NaN
     tau = torch.gather(cssv, -1, k - 1) / k.to(z.dtype)
     return (z - tau).clamp_min(0.0)
 
