@@ -48,9 +48,10 @@ def _rows(x, linear_weight, linear_bias, target, weight, ignore_index, label_smo
     logp = jax.nn.log_softmax(_logits(x, linear_weight, linear_bias), axis=-1)
     mask, safe, w, w_y = _class_terms(target, weight, num_classes, ignore_index, x.dtype)
     nll = -jnp.take_along_axis(logp, safe[:, None], axis=-1)[:, 0]
-    smooth = -(logp * w).sum(-1)
     eps = label_smoothing
-    return jnp.where(mask, (1 - eps) * w_y * nll + eps / num_classes * smooth, 0.0)
+    if eps:  # not 0 times the smoothing term, which a -inf logit makes +inf (and the row NaN)
+        return jnp.where(mask, (1 - eps) * w_y * nll - eps / num_classes * (logp * w).sum(-1), 0.0)
+    return jnp.where(mask, w_y * nll, 0.0)
 
 
 def _split(rows, chunk_size, fill):

@@ -179,9 +179,11 @@ def _homoscedastic_view(var, input):
 
 def _clamped(var, input, eps):
     """torch's clamp at eps under no_grad: the value is max(var, eps) exactly, the gradient
-    passes straight through (``jnp.maximum`` alone would zero it below eps)."""
+    passes straight through (``jnp.maximum`` alone would zero it below eps). The zero-valued
+    term that carries it is 0 outright at an infinite variance, where var - var is NaN."""
     var = _homoscedastic_view(var, input)
-    return jax.lax.stop_gradient(jnp.maximum(var, eps)) + (var - jax.lax.stop_gradient(var))
+    straight_through = jnp.where(jnp.isfinite(var), var - jax.lax.stop_gradient(var), 0.0)
+    return jax.lax.stop_gradient(jnp.maximum(var, eps)) + straight_through
 
 
 def gaussian_nll_loss(input, target, var, full=False, eps=1e-6, reduction="mean"):

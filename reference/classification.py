@@ -24,7 +24,7 @@ import numpy as np
 from scipy.special import log_expit, log_softmax, softmax, xlogy, expit
 
 from . import articles, checks
-from .numerics import logaddexp
+from .numerics import logaddexp, shifted_log_softmax
 from .reductions import reduce, reduce_vjp
 from .spec import (Alias, BadInput, Case, Difference, LossSpec, Sampled, alias_spec, register, replace_input,
                    set_param, XFail)
@@ -93,19 +93,9 @@ def _effective_probability_targets(input, target, weight, label_smoothing):
     return q if weight is None else q * _along_class(weight, input)
 
 
-def _log_softmax(x, axis):
-    """scipy's ``log_softmax``, NaN over a slice whose largest logit is not finite (NaN, +inf, or
-    every logit -inf): torch's and ``jax.nn``'s log-softmax subtract that maximum (inf - inf is
-    NaN), so the built-ins' loss and gradient are NaN over such a slice (NaN in, NaN out), where
-    scipy would give -inf at a finite logit beside a +inf (and, not shifting such a row, overflow
-    its exp: silenced, the row is NaN)."""
-    with np.errstate(over="ignore", invalid="ignore"):
-        return np.where(np.isfinite(np.max(x, axis=axis, keepdims=True)), log_softmax(x, axis=axis), np.nan)
-
-
 def _softmax_minus_target(input, q, g):
     cd = class_dim(input)
-    return g * (np.exp(_log_softmax(input, cd)) * q.sum(axis=cd, keepdims=True) - q)
+    return g * (np.exp(shifted_log_softmax(input, cd)) * q.sum(axis=cd, keepdims=True) - q)
 
 
 # -- cross_entropy ---------------------------------------------------------------
@@ -133,7 +123,7 @@ def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean
     targets :math:`q` (see ``cross_entropy_vjp``).
     """
     cd = class_dim(input)
-    logp = _log_softmax(input, cd)
+    logp = shifted_log_softmax(input, cd)
     if target.dtype.kind == "f":
         q = _effective_probability_targets(input, target, weight, label_smoothing)
         return reduce(-(q * logp).sum(axis=cd), reduction)
@@ -423,7 +413,8 @@ def check_kl_div(args: dict) -> None:
 def nonfinite_rows(x):
     """``x`` with its first four rows along the last axis made non-finite, for the cases
     "non-finite logits": every logit -inf; a NaN; a +inf beside a -inf; two tied +inf. Each such
-    row's loss and gradient are NaN in the reference (``_log_softmax``), in torch and in optax."""
+    row's loss and gradient are NaN in the reference (``numerics.shifted_log_softmax``), in torch
+    and in optax."""
     x = np.array(x, dtype=float)
     rows = x.reshape(-1, x.shape[-1])
     if rows.shape[0] < 4 or rows.shape[1] < 3:
@@ -919,7 +910,7 @@ def _full_where(where, shape, axes):
 
 def _masked_logsumexp(x, axes, w):
     """:math:`\\log \\sum_{k \\in W} e^{x_k}` over ``axes`` (kept): -inf where ``w`` keeps
-    nothing, NaN where the largest kept logit is not finite (see ``_log_softmax``)."""
+    nothing, NaN where the largest kept logit is not finite (see ``numerics.shifted_log_softmax``)."""
     xm = x if w is None else np.where(w, x, -np.inf)
     m = np.max(xm, axis=axes, keepdims=True)
     finite = np.isfinite(m)
@@ -1340,7 +1331,7 @@ def safe_softmax_cross_entropy(logits, labels, reduction="none"):
     so a -inf logit whose label is 0 contributes 0 (``softmax_cross_entropy`` gives NaN
     there) and its gradient is finite (0). A -inf logit with a non-zero label costs +inf.
     """
-    logp = _log_softmax(logits, -1)
+    logp = shifted_log_softmax(logits, -1)
     nonzero = labels != 0
     return reduce(-(labels * np.where(nonzero, logp, 0.0)).sum(-1), reduction)
 
@@ -1351,7 +1342,7 @@ def safe_softmax_cross_entropy_vjp(cotangent, logits, labels, reduction="none"):
 
     (0 at a -inf logit with a zero label, where :math:`p = 0`). ``labels`` get no gradient.
     """
-    p = np.exp(_log_softmax(logits, -1))
+    p = np.exp(shifted_log_softmax(logits, -1))
     g = _per_example_cotangent(cotangent, reduction, logits.shape[:-1], (logits.ndim - 1,))
     return (g * (p * labels.sum(-1, keepdims=True) - labels),)
 

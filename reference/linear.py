@@ -14,9 +14,9 @@ hyperparameter that gets a gradient whenever it is given (``differentiable_param
 from __future__ import annotations
 
 import numpy as np
-from scipy.special import log_softmax
 
 from . import checks
+from .numerics import shifted_log_softmax
 from .reductions import reduce, reduce_vjp
 from .spec import BadInput, Case, Difference, LossSpec, Sampled, register, replace_input, set_param
 
@@ -57,12 +57,14 @@ def linear_cross_entropy(input, linear_weight, target, *, linear_bias=None, weig
     logits = x @ linear_weight.T
     if linear_bias is not None:
         logits = logits + linear_bias
-    logp = log_softmax(logits, axis=-1)
+    logp = shifted_log_softmax(logits, -1)
     mask, safe, w, w_y = _terms(t, weight, linear_weight.shape[0], ignore_index)
     nll = -np.take_along_axis(logp, safe[:, None], axis=-1)[:, 0]
-    smooth = -(logp * w).sum(-1)
     eps = label_smoothing
-    elementwise = np.where(mask, (1 - eps) * w_y * nll + eps / linear_weight.shape[0] * smooth, 0.0)
+    elementwise = (1 - eps) * w_y * nll
+    if eps > 0:  # not 0 times the smoothing term, which a -inf logit makes +inf (and the row NaN)
+        elementwise = elementwise - eps / linear_weight.shape[0] * (logp * w).sum(-1)
+    elementwise = np.where(mask, elementwise, 0.0)
     if input.ndim == 1:
         elementwise = elementwise[0]
     return reduce(elementwise, reduction, w_y.sum())
@@ -86,7 +88,7 @@ def linear_cross_entropy_vjp(cotangent, input, linear_weight, target, *, linear_
     logits = x @ linear_weight.T
     if linear_bias is not None:
         logits = logits + linear_bias
-    p = np.exp(log_softmax(logits, axis=-1))
+    p = np.exp(shifted_log_softmax(logits, -1))
     mask, safe, w, w_y = _terms(t, weight, num_classes, ignore_index)
     g = reduce_vjp(cotangent, reduction, t.size, w_y.sum())
     g = np.broadcast_to(np.reshape(g, (-1,)) if reduction == "none" else g, t.shape)  # one per row

@@ -33,7 +33,7 @@ from scipy.special import expit, log_expit
 
 from . import checks
 from .reductions import reduce, reduce_vjp
-from .spec import BadInput, Case, Difference, LossSpec, Sampled, register, replace_input, set_param
+from .spec import BadInput, Case, Difference, LossSpec, Sampled, XFail, register, replace_input, set_param
 
 # Every hinge argument the samplers produce stays this far from its kink.
 _GAP = 0.1
@@ -1322,6 +1322,10 @@ register(LossSpec(
            Case("integer labels", sample={"label_dtype": "int"}),
            Case("bool labels", sample={"label_dtype": "bool"}),
            Case("unbatched", sample={"n": None})),
+    xfails=(XFail("with bool labels XLA's algebraic simplifier turns the product of a converted bool and a score "
+                  "into a select under jit: a label of 0 times an infinite score is 0 there, not NaN, so a row "
+                  "with an infinite wrong-class score is +inf under jit where NumPy, torch and eager JAX give "
+                  "NaN (0 * inf)", case="bool labels", check="jax.infinite input"),),
     bad_inputs=_bad_keras_pair((
         _bad("y_true of twos", replace_input(0, lambda xs: 2.0 * xs[0]), ValueError, "y_true"),
         _bad("y_true of halves", replace_input(0, lambda xs: np.full_like(xs[0], 0.5)), ValueError, "y_true"),

@@ -1,6 +1,7 @@
-"""NumPy's log-sum-exp of two terms as the reference uses it: NaN in, NaN out, quietly.
+"""NumPy's and scipy's log-sum-exps as the reference uses them: NaN in, NaN out, quietly.
 
-NumPy flags ``np.logaddexp`` "invalid" whenever a term is NaN, and the tests turn the
+``shifted_log_softmax`` is scipy's ``log_softmax`` with torch's and ``jax.nn``'s treatment of a
+slice whose largest logit is not finite. NumPy flags ``np.logaddexp`` "invalid" whenever a term is NaN, and the tests turn the
 reference's RuntimeWarnings into errors (a warning there is a loss computing something it
 should not). A NaN term is data here, not a mistake: the result is NaN, as in torch and JAX,
 without the warning. For finite or infinite terms ``logaddexp`` never makes a NaN, so nothing
@@ -12,6 +13,7 @@ from __future__ import annotations
 import functools
 
 import numpy as np
+from scipy.special import log_softmax
 
 
 def logaddexp(a, b):
@@ -28,3 +30,13 @@ def nan_propagates(fn):
         with np.errstate(invalid="ignore"):
             return fn(*args, **kwargs)
     return quiet
+
+
+def shifted_log_softmax(x, axis):
+    """scipy's ``log_softmax``, NaN over a slice whose largest logit is not finite (a NaN, a +inf,
+    or every logit -inf): torch's and ``jax.nn``'s log-softmax subtract that maximum (inf - inf
+    is NaN), so the built-ins' loss and gradient are NaN over such a slice, where scipy would
+    give -inf at a finite logit beside a +inf (and, not shifting such a slice, overflow its exp:
+    silenced, the slice is NaN)."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        return np.where(np.isfinite(np.max(x, axis=axis, keepdims=True)), log_softmax(x, axis=axis), np.nan)

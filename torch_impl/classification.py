@@ -343,7 +343,8 @@ def binary_cross_entropy_with_logits(input, target, weight=None, reduction="mean
     ``torch.nn.functional.binary_cross_entropy_with_logits``."""
     log_sigmoid = F.logsigmoid(input)
     if pos_weight is None:
-        elementwise = torch.addcmul(input, target, input, value=-1.0) - log_sigmoid  # (1 - t) x - log s(x)
+        # (1 - t) x - log s(x); not x - t x, which is inf - inf = NaN at x = +inf (torch's: +inf)
+        elementwise = torch.rsub(target, 1.0).mul_(input).sub_(log_sigmoid)
     else:
         coef = 1.0 + (pos_weight - 1.0) * target
         elementwise = (1.0 - target) * input - coef * log_sigmoid

@@ -150,8 +150,9 @@ soft_margin_loss_function = function("soft_margin_loss", SoftMarginLossFunction)
 # -- multilabel_soft_margin_loss ---------------------------------------------------
 
 def multilabel_soft_margin_loss(input, target, weight=None, reduction="mean"):
-    # -(t log s(x) + (1 - t) log s(-x)) = (1 - t) x - log s(x): one log-sigmoid
-    elementwise = torch.addcmul(input, target, input, value=-1.0) - F.logsigmoid(input)
+    # -(t log s(x) + (1 - t) log s(-x)), as torch: the one-log-sigmoid form (1 - t) x - log s(x)
+    # is inf - inf = NaN at an infinite x where torch's is +inf
+    elementwise = -(target * F.logsigmoid(input) + (1.0 - target) * F.logsigmoid(-input))
     if weight is not None:
         elementwise = elementwise * weight
     return reduce(elementwise.sum(-1) / input.shape[-1], reduction)
@@ -190,18 +191,19 @@ multilabel_soft_margin_loss_function = function("multilabel_soft_margin_loss", M
 
 def _multilabel_hinges(input, target):
     """In class-major layout (``class_major``): the hinge arguments ``1 - x[t_k] + x[c]``
-    (K, C, B), the 0/1 mask of the pairs that count (t_k listed, c not a target), and the
-    labels with unlisted ones set to 0 (K, B); as ``reference.margin._multilabel_hinges``,
-    with the target classes marked by a scatter."""
+    (K, C, B), the bool mask of the pairs that do not count (t_k not listed, or c a target), and
+    the labels with unlisted ones set to 0 (K, B); as ``reference.margin._multilabel_hinges``,
+    with the target classes marked by a scatter. The pairs that do not count are dropped by
+    selection, not by a product: a hinge is +inf where an input is infinite (inf * 0 is NaN)."""
     num_classes = input.shape[-1]
     x, t = class_major(input), class_major(target)
     listed = (t >= 0).cumprod(0).bool()  # before the first -1
     safe = t.clamp_min(0)  # entries after the first -1 lie in [-1, C)
-    marked = torch.zeros((num_classes + 1,) + t.shape[1:], dtype=input.dtype, device=input.device)
+    marked = torch.zeros((num_classes + 1,) + t.shape[1:], dtype=torch.bool, device=input.device)
     rows = torch.where(listed, t, num_classes)  # row C takes the unlisted
-    marked = scatter_value(marked, 0, rows, 1.0)
-    counted = listed.unsqueeze(1) * (1.0 - marked[:num_classes]).unsqueeze(0)
-    return (x.unsqueeze(0) - x.gather(0, safe).unsqueeze(1)) + 1.0, counted, safe
+    marked = scatter_value(marked, 0, rows, True)
+    dropped = (~listed).unsqueeze(1) | marked[:num_classes].unsqueeze(0)
+    return (x.unsqueeze(0) - x.gather(0, safe).unsqueeze(1)) + 1.0, dropped, safe
 
 
 def _per_sample_shape(input):
@@ -209,8 +211,8 @@ def _per_sample_shape(input):
 
 
 def multilabel_margin_loss(input, target, reduction="mean"):
-    z, counted, _ = _multilabel_hinges(input, target)
-    per_sample = (z.clamp_min(0.0) * counted).sum((0, 1)) / input.shape[-1]
+    z, dropped, _ = _multilabel_hinges(input, target)
+    per_sample = torch.where(dropped, 0.0, z.clamp_min(0.0)).sum((0, 1)) / input.shape[-1]
     return reduce(per_sample.reshape(_per_sample_shape(input)), reduction)
 
 
@@ -224,8 +226,8 @@ class MultilabelMarginLossFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(input, target, reduction):
-        z, counted, safe = _multilabel_hinges(input, target)
-        hinges = z.clamp_min_(0.0).mul_(counted)
+        z, dropped, safe = _multilabel_hinges(input, target)
+        hinges = z.clamp_min_(0.0).masked_fill_(dropped, 0.0)
         per_sample = hinges.sum((0, 1)).reshape(_per_sample_shape(input))
         return reduce(per_sample, reduction) / input.shape[-1], hinges, safe
 
