@@ -29,13 +29,14 @@ NEG_INF = -jnp.inf
 
 def _logaddexp(a, b):
     """``log(exp(a) + exp(b))``, with a gradient of 0 (not NaN) where both are ``-inf``; where
-    the larger is ``+inf`` or NaN the value is that, as NumPy's (a NaN log-probability must not
-    read as log 0)."""
-    m = jax.lax.stop_gradient(jnp.maximum(a, b))
-    finite = jnp.isfinite(m)
-    shift = jnp.where(finite, m, 0.0)
+    the larger is ``+inf`` the value is that, as NumPy's. A NaN term is not guarded: the shift is
+    NaN, and so are the value and the gradient of both terms (a NaN log-probability must not
+    read as log 0, nor leave a gradient of 0 where the reference's is NaN)."""
+    m = jax.lax.stop_gradient(jnp.maximum(a, b))  # NaN where a term is
+    infinite = jnp.isinf(m)
+    shift = jnp.where(infinite, 0.0, m)
     total = jnp.exp(a - shift) + jnp.exp(b - shift)
-    return jnp.where(finite, shift + jnp.log(jnp.where(finite, total, 1.0)), m)
+    return jnp.where(infinite, m, shift + jnp.log(jnp.where(infinite, 1.0, total)))
 
 
 def batched(log_probs, targets, input_lengths, target_lengths):

@@ -73,13 +73,15 @@ def logaddexp(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     its backward divides by ``1 + exp(b - a)``, which is NaN where both are ``-inf`` (CTC's
     unreachable states) and, differentiated again, inf / inf = NaN once a and b lie further apart
     than exp's range (a focal loss's saturated logits, a hard label's log 0). Here the gradient
-    is 0 where both are ``-inf``; where the larger is ``+inf`` or NaN the value is that, as
-    NumPy's ``logaddexp`` (a NaN log-probability must not read as log 0)."""
-    m = torch.maximum(a, b).detach()
-    finite = torch.isfinite(m)
-    shift = torch.where(finite, m, 0.0)
+    is 0 where both are ``-inf``; where the larger is ``+inf`` the value is that, as NumPy's
+    ``logaddexp``. A NaN term is not guarded: the shift is NaN, and so are the value and the
+    gradient of both terms (a NaN log-probability must not read as log 0, nor leave a gradient
+    of 0 where the reference's is NaN)."""
+    m = torch.maximum(a, b).detach()  # NaN where a term is
+    infinite = torch.isinf(m)
+    shift = torch.where(infinite, 0.0, m)
     total = torch.exp(a - shift) + torch.exp(b - shift)
-    return torch.where(finite, shift + torch.log(torch.where(finite, total, 1.0)), m)
+    return torch.where(infinite, m, shift + torch.log(torch.where(infinite, 1.0, total)))
 
 
 def class_major(x: torch.Tensor) -> torch.Tensor:
