@@ -101,4 +101,11 @@ def test_a_non_finite_input_gives_what_the_reference_gives(name, case, position,
         got = run_torch(fn, spec, d, "cpu")[0] if framework == "torch" else run_jax(fn, spec, d, "cpu")[0]
         assert np.array_equal(_kind(got), _kind(want)), (
             f"{framework}.{variant} of {name} ({case}), {value} at {spec.inputs[position]}[0]: value {got}, "
-            f"the reference's {want}")
+            f"the reference's {want}\nreproduce with:\n"
+            f"import numpy as np, reference, {framework}_impl\n"
+            f"from tests.test_nonfinite_inputs import VALUES, _with_value\n"
+            f"from reports.matrix import expected, run_{framework}\n"
+            f"spec = reference.get({name!r})\n"
+            f"d = _with_value(spec, {case!r}, {position}, VALUES[{value!r}])\n"
+            f"got = run_{framework}({framework}_impl.get({name!r}, {variant!r}), spec, d, 'cpu')[0]\n"
+            f"want = expected(spec, d)[0]")
