@@ -599,10 +599,6 @@ KL_DIV_BAD_INPUTS = _PAIR_BAD_INPUTS + (
 
 # -- registry --------------------------------------------------------------------
 
-# optax's integer-label loss is jax.nn.logsumexp(x) - x[y]: its logsumexp gives +inf, not NaN, for a
-# row holding a +inf (and -inf for a row of -inf), so that loss is +inf beside a finite label logit,
-# with a gradient NaN at the +inf logits only; torch's cross_entropy and optax's softmax_cross_entropy
-# (log_softmax, which subtracts the row's maximum) give NaN in the whole row, as the reference does.
 _OPTAX_INTEGER_NONFINITE_NOTE = (
     "optax.losses.softmax_cross_entropy_with_integer_labels is jax.nn.logsumexp(x) - x[y], and that logsumexp "
     "is +inf, not NaN, over a row holding a +inf: the loss is +inf beside a finite label logit, its gradient NaN "

@@ -1,11 +1,11 @@
 """NumPy's and scipy's log-sum-exps as the reference uses them: NaN in, NaN out, quietly.
 
 ``shifted_log_softmax`` is scipy's ``log_softmax`` with torch's and ``jax.nn``'s treatment of a
-slice whose largest logit is not finite. NumPy flags ``np.logaddexp`` "invalid" whenever a term is NaN, and the tests turn the
-reference's RuntimeWarnings into errors (a warning there is a loss computing something it
-should not). A NaN term is data here, not a mistake: the result is NaN, as in torch and JAX,
-without the warning. For finite or infinite terms ``logaddexp`` never makes a NaN, so nothing
-else is silenced.
+slice whose largest logit is not finite. NumPy flags ``np.logaddexp`` "invalid" whenever a term
+is NaN, and the tests turn the reference's RuntimeWarnings into errors (a warning there is a
+loss computing something it should not). A NaN term is data here, not a mistake: the result is
+NaN, as in torch and JAX, without the warning. For finite or infinite terms ``logaddexp`` never
+makes a NaN, so nothing else is silenced.
 """
 
 from __future__ import annotations

@@ -3,8 +3,9 @@
 Each built-in is called through the adapter its family file registers (``builtin``),
 in float64, and its value and autodiff gradient must match the reference's value and
 analytic VJP, in every case the parity matrix runs (``straight_through_cases`` too: the
-edges of a domain, NaN in and NaN out, are where a port most often parts from its original). An adapter that raises NotImplementedError marks an option the
-built-in lacks: that cell is skipped, with the reason. JAX built-ins run under jit, the
+edges of a domain, NaN in and NaN out, are where a port most often parts from its original).
+An adapter that raises NotImplementedError marks an option the built-in lacks: that cell is
+skipped, with the reason. JAX built-ins run under jit, the
 calls of one loss as one program (``matrix.run_jax_calls``), except where the built-in or
 its adapter reads its arrays' values. A comparison known to fail for a genuine reason (the
 built-in's own bug, recorded as a ``Difference``) is declared on the spec,

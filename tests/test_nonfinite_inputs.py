@@ -85,7 +85,8 @@ def test_a_non_finite_input_gives_what_the_reference_gives(name, case, position,
     _, pkg, variants = next(f for f in IMPLEMENTATIONS if f[0] == framework)
     # An infinite input makes NumPy compute inf - inf or 0 * inf on the way, an "invalid value"
     # it warns of (the tests turn the reference's warnings into errors); a NaN input must not.
-    quiet = np.errstate(invalid="ignore", divide="ignore", over="ignore") if value != "NaN" else contextlib.nullcontext()
+    quiet = (np.errstate(invalid="ignore", divide="ignore", over="ignore") if value != "NaN"
+             else contextlib.nullcontext())
     try:
         with quiet:
             want = expected(spec, d)[0]

@@ -543,7 +543,7 @@ def softmax_cross_entropy_with_integer_labels(logits, labels, axis=-1, where=Non
 def _label_softmax_rows(x, labels):
     """Each row's loss log sum_k e^{x_k} - x_y and its softmax (no autograd; both NaN in a row
     without a finite maximum)."""
-    _, z, e, s = shifted_exp_rows(x)
+    z, e, s = shifted_exp_rows(x)
     out = s.log().sub_(z.gather(-1, labels.unsqueeze(-1))).squeeze(-1)
     return out, e.div_(s)
 
@@ -626,7 +626,7 @@ def softmax_cross_entropy(logits, labels, axis=-1, where=None, reduction="none")
 def _probability_softmax_rows(x, y, reduction):
     """For probability labels ``y`` (no autograd): the reduced loss -sum_k y_k log p_k and the
     softmax (both NaN in a row without a finite maximum)."""
-    _, z, e, s = shifted_exp_rows(x)
+    z, e, s = shifted_exp_rows(x)
     products = (z - s.log()).mul_(y)
     return row_sum_reduced(products, reduction).neg_(), e.div_(s)
 

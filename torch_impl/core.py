@@ -140,14 +140,13 @@ def row_sum_reduced(elementwise: torch.Tensor, reduction: str, denominator=None)
 
 
 def shifted_exp_rows(x: torch.Tensor):
-    """For logits ``x`` with the classes along the last dim (no autograd): the rows' maxima m,
-    z = x - m, e = exp(z) and the rows' sums s of e (s >= 1 where m is finite). Where m is not
-    finite (a NaN, a +inf, or every logit -inf) z, e and s are NaN, as in ``torch.log_softmax``:
-    NaN in, NaN out."""
-    m = x.amax(-1, keepdim=True)
-    z = x - m
+    """For logits ``x`` with the classes along the last dim (no autograd): z = x - m, shifted
+    by the rows' maxima m, e = exp(z) and the rows' sums s of e (s >= 1 where m is finite).
+    Where m is not finite (a NaN, a +inf, or every logit -inf) z, e and s are NaN, as in
+    ``torch.log_softmax``: NaN in, NaN out."""
+    z = x - x.amax(-1, keepdim=True)
     e = z.exp()
-    return m, z, e, e.sum(-1, keepdim=True)
+    return z, e, e.sum(-1, keepdim=True)
 
 
 def mass_minus_target(p: torch.Tensor, q: torch.Tensor, g, dim: int = -1, fresh: bool = False) -> torch.Tensor:

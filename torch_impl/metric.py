@@ -540,7 +540,7 @@ def _ranking_softmax_rows(logits, y, reduction):
     """Without ``where`` (no autograd): the reduced loss of ``_ranking_parts`` and the softmax
     exp(x - lse), from one exponential (both NaN in a list without a finite maximum, as
     ``_masked_logsumexp``)."""
-    _, z, e, total = shifted_exp_rows(logits)
+    z, e, total = shifted_exp_rows(logits)
     products = (z - total.log()).mul_(y)
     lists = products.numel() // max(products.shape[-1], 1)
     return row_sum_reduced(products, reduction, max(lists, 1)).neg_(), e.div_(total)
