@@ -13,12 +13,13 @@ from __future__ import annotations
 import numpy as np
 
 from . import checks
+from .checks import value_checks
 from .spec import (BadInput, Case, Difference, LossSpec, PerFramework, Sampled, XFail, get, names, register,
                    replace_input, set_param)
 from . import regression, classification, custom, linear, margin, metric, sequence, segmentation  # noqa: F401  (each family registers its losses)
 
 __all__ = ["BadInput", "Case", "Difference", "LossSpec", "PerFramework", "Sampled", "XFail", "get", "names", "register",
-           "loss", "vjp", "validate", "checks"]
+           "loss", "vjp", "validate", "checks", "value_checks"]
 
 
 def validate(spec: LossSpec, inputs: tuple, kw: dict, describe=checks.numpy_info) -> dict:

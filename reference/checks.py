@@ -10,15 +10,44 @@ way to read value bounds when the values are concrete) and calls the spec's
 * ``IndexError``: a class label outside ``[0, C)``.
 
 Under ``jax.jit`` shapes and dtypes are still checked; value checks are skipped
-because the values are not known (``bounds`` returns None).
+because the values are not known (``bounds`` returns None). Within ``value_checks(False)``
+they are skipped everywhere, the same way.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import math
 from typing import Callable
 
 import numpy as np
+
+_VALUE_CHECKS = contextvars.ContextVar("lossparity_value_checks", default=True)
+
+
+@contextlib.contextmanager
+def value_checks(enabled: bool):
+    """Within the block, the checks that read an array's values (a class label within
+    ``[0, C)``, probabilities within [0, 1], a variance non-negative, a CTC target within its
+    length, ...) run (``True``, the default outside any block) or are skipped (``False``), in
+    all three packages, as ``jax.jit`` skips them; the shape, dtype and hyperparameter checks
+    always run. On CUDA each value check reads its bounds back to the host, a wait for the
+    device on every call: ``value_checks(False)`` is for a training loop whose inputs are known
+    good (as ``torch.distributions.Distribution.set_default_validate_args(False)``). An input
+    outside the domain then gives whatever the operations make of it, as under ``jax.jit``
+    (torch's indexing raises for most labels out of range, JAX's fills or clamps)."""
+    token = _VALUE_CHECKS.set(bool(enabled))
+    try:
+        yield
+    finally:
+        _VALUE_CHECKS.reset(token)
+
+
+def values_checked() -> bool:
+    """Whether the value checks run here (see ``value_checks``): an implementation that relies
+    on them (a label known to lie in range) asks this first."""
+    return _VALUE_CHECKS.get()
 
 
 class ArrayInfo:
@@ -31,6 +60,10 @@ class ArrayInfo:
     ``values()`` returns the elements as a NumPy array, or None when they are not
     concrete or the package did not say how to read them; it serves the checks that
     need positions, not just bounds (``ctc_loss``'s targets within their lengths).
+
+    All three read nothing and return None within ``value_checks(False)``; a package that
+    reads values its own way overrides ``_read_bounds``, ``_read_values`` or
+    ``_read_abs_bounds``.
     """
 
     def __init__(self, name: str, shape: tuple[int, ...], kind: str, dtype: str,
@@ -48,15 +81,24 @@ class ArrayInfo:
         return len(self.shape)
 
     def bounds(self, ignore=None):
-        return None if self._bounds is None else self._bounds(ignore)
+        return self._read_bounds(ignore) if values_checked() else None
 
     def values(self):
-        return None if self._values is None else self._values()
+        return self._read_values() if values_checked() else None
 
     def abs_bounds(self):
-        """``(min |x|, max |x|)``, or None as ``bounds``. A package may override it with its own
-        operations: ``signs`` reads it first, for a check on every call of a loss with labels."""
-        v = self.values()
+        """``(min |x|, max |x|)``, or None as ``bounds``. ``signs`` reads it first, for a check
+        on every call of a loss with labels."""
+        return self._read_abs_bounds() if values_checked() else None
+
+    def _read_bounds(self, ignore):
+        return None if self._bounds is None else self._bounds(ignore)
+
+    def _read_values(self):
+        return None if self._values is None else self._values()
+
+    def _read_abs_bounds(self):
+        v = self._read_values()
         if v is None or np.size(v) == 0 or np.asarray(v).dtype == np.bool_:
             return None
         magnitudes = np.abs(v)

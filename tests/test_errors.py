@@ -71,6 +71,48 @@ def test_bad_input_is_rejected(name, bad, package, variant):
         _call(package, variant, name)(*inputs, **kw)
 
 
+def _bad_reference_params():
+    for name in reference.names():
+        for bad in reference.get(name).bad_inputs:
+            yield pytest.param(name, bad, id=f"{name}-{bad.description}")
+
+
+@pytest.mark.parametrize("name, bad", list(_bad_reference_params()))
+def test_without_value_checks_only_the_value_checks_are_skipped(name, bad):
+    """Within ``reference.value_checks(False)`` the checks read no array's values, and a bad
+    input that they reject without reading values (a shape, a dtype, a hyperparameter) is still
+    rejected, with the same error. The three packages run the same checks on their own
+    ``ArrayInfo``; ``tests/test_host_reads.py`` holds torch's to no read at all."""
+    spec, inputs, kw = _valid(name)
+    inputs, kw = bad.mutate(inputs, kw)
+    inputs = tuple(np.asarray(x) for x in inputs)
+    kw = {k: (np.asarray(v) if k in spec.array_params and v is not None else v) for k, v in kw.items()}
+    reads = []
+
+    def counted(n, x):
+        info = reference.checks.numpy_info(n, x)
+        bounds, values = info._bounds, info._values
+        info._bounds = lambda ignore: (reads.append(n), bounds(ignore))[1]
+        info._values = lambda: (reads.append(n), values())[1]
+        return info
+
+    with pytest.raises(bad.error, match=bad.match):
+        reference.validate(spec, inputs, kw, describe=counted)
+    read_values = bool(reads)
+    reads.clear()
+    with reference.value_checks(False):
+        if read_values:  # skipped now, unless a check that reads nothing rejects it too
+            try:
+                reference.validate(spec, inputs, kw, describe=counted)
+            except bad.error:
+                pass
+        else:
+            with pytest.raises(bad.error, match=bad.match):
+                reference.validate(spec, inputs, kw, describe=counted)
+    assert reads == [], f"{name}: the checks read {reads} within value_checks(False)"
+    assert reference.checks.values_checked()
+
+
 def _shared_params():
     for name in reference.names():
         for package, variant, _ in _implementations():

@@ -17,12 +17,14 @@ the device's values:
 
 The argument checks are exempt, by design: to raise the contract's ``ValueError`` they read the
 bounds of the inputs whose domain they check (``aminmax``, two numbers; ``ctc_loss``'s lengths
-and ``ntxent``'s labels whole), which on CUDA is one wait per call. Reads inside torch's own
-kernels are not visible here; on a GPU (the ``cuda`` tests) ``torch.cuda.set_sync_debug_mode``
-makes every synchronisation within the forward and backward an error as well.
+and ``ntxent``'s labels whole), which on CUDA is one wait per call; within
+``reference.value_checks(False)`` they read nothing either, and the whole call, checks included,
+is held to none. Reads inside torch's own kernels are not visible here; on a GPU (the ``cuda``
+tests) ``torch.cuda.set_sync_debug_mode`` makes every synchronisation an error as well.
 
 Every (loss, case, reduction), both variants, float64 and float32, with the backward run plain
-and recorded (``create_graph=True``, the Function's double-backward path).
+and recorded (``create_graph=True``, the Function's double-backward path), and once more plain
+without value checks.
 """
 
 import contextlib
@@ -117,10 +119,12 @@ def _sync_debug(device: str, mode):
         torch.cuda.set_sync_debug_mode(before)
 
 
-def host_reads(fn, spec, d: matrix.Drawn, device: str = "cpu", create_graph: bool = False) -> list:
-    """The host reads of ``fn``'s forward and backward on ``d`` (its argument checks exempt), as
-    ``(what, file:line: code)``. On CUDA a synchronisation in between raises too. The backward
-    of an ``autograd.Function`` runs under the mode as well: autograd's engine does not carry a
+def host_reads(fn, spec, d: matrix.Drawn, device: str = "cpu", create_graph: bool = False,
+               value_checks: bool = True) -> list:
+    """The host reads of ``fn``'s forward and backward on ``d``, as ``(what, file:line: code)``:
+    its argument checks exempt, or within ``reference.value_checks(False)`` (``value_checks``
+    false) included. On CUDA a synchronisation in between raises too. The backward of an
+    ``autograd.Function`` runs under the mode as well: autograd's engine does not carry a
     ``TorchFunctionMode`` into the backward it calls."""
     arrays, kw = matrix.torch_arrays(d, device)
     call, primals = matrix.on_differentiable(fn, spec, arrays, kw)
@@ -143,11 +147,12 @@ def host_reads(fn, spec, d: matrix.Drawn, device: str = "cpu", create_graph: boo
 
     validate = core.validate
     fn_class_backward = fn_class.backward if fn_class is not None else None
-    core.validate = checked
+    if value_checks:
+        core.validate = checked
     if fn_class is not None:
         fn_class.backward = staticmethod(backward)
     try:
-        with recorder, _sync_debug(device, "error"):
+        with reference.value_checks(value_checks), recorder, _sync_debug(device, "error"):
             out = call(*diff)
             torch.autograd.grad(out, diff, cotangent.to(out.dtype), allow_unused=True, create_graph=create_graph)
     finally:
@@ -178,8 +183,8 @@ def test_no_read_back_to_the_host(name, case, reduction, device):
     for dtype in dtypes:
         d = matrix.draw(spec, case, reduction, dtype)
         for variant in ("module", "function"):
-            for create_graph in (False, True):
-                reads = host_reads(torch_impl.get(name, variant), spec, d, device, create_graph)
+            for create_graph, value_checks in ((False, True), (True, True), (False, False)):
+                reads = host_reads(torch_impl.get(name, variant), spec, d, device, create_graph, value_checks)
                 if reads:
                     lines = "\n".join(f"  {what} at {where}" for what, where in dict.fromkeys(reads))
                     failures.append(

@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from reference import checks
 from reference.reductions import reduce, reduce_vjp
 from .core import (_transforms_active, alias, builtin, cotangent, function, in_place_ok, logaddexp, mass_minus_target,
                    module, one_hot, row_sum_reduced, scaled, shifted_exp_rows, take)
@@ -36,10 +37,11 @@ def _class_index_terms(input, target, weight, ignore_index):
     the weight of each element's target (0 where ignored)."""
     counts = target != ignore_index
     num_classes = input.shape[_class_dim(input)]
-    if num_classes and not _transforms_active():
+    if num_classes and not _transforms_active() and checks.values_checked():
         # The checks have read every label: each lies in [0, C) or is ignore_index, which the
         # clamp moves into [0, C) (its weight is 0). One pass, where torch.where over the bool
-        # mask costs three. (Under torch.func the labels are not read: they keep gather's error.)
+        # mask costs three. (Under torch.func or without value checks the labels are not read:
+        # they keep gather's error.)
         safe = target.clamp(0, num_classes - 1)
     else:
         safe = torch.where(counts, target, 0)

@@ -201,7 +201,7 @@ class TensorInfo(checks.ArrayInfo):
         self.kind, self.dtype = _dtype_info(x.dtype)
         self._tensor = x
 
-    def bounds(self, ignore=None):
+    def _read_bounds(self, ignore):
         x = self._tensor
         if _transforms_active() or x.numel() == 0:
             return None
@@ -223,14 +223,14 @@ class TensorInfo(checks.ArrayInfo):
         lo, hi = (b.item() for b in torch.aminmax(v))
         return lo, hi
 
-    def abs_bounds(self):
+    def _read_abs_bounds(self):
         x = self._tensor
         if _transforms_active() or x.numel() == 0 or x.dtype == torch.bool:
             return None  # (a bool array has no magnitude: the checks say what they expected)
         lo, hi = (b.item() for b in torch.aminmax(x.detach().abs()))
         return lo, hi
 
-    def values(self):
+    def _read_values(self):
         if _transforms_active():
             return None
         v = self._tensor.detach().cpu()
