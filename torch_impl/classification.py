@@ -289,6 +289,16 @@ def binary_cross_entropy(input, target, weight=None, reduction="mean"):
     return reduce(elementwise if weight is None else elementwise * weight, reduction)
 
 
+def _zero_where_clamped(fresh, log):
+    """``fresh`` (a quotient just made) with 0 where ``log`` is clamped at -100 or NaN: the
+    derivative of the clamped log is 0 there, whatever the quotient (inf at x = 0 or 1). In
+    place, by ``masked_fill_``: ``torch.where(mask, q, 0.0)`` runs element by element on the CPU
+    (the two of the backward at 1e6 elements: 3.5-7.0 ms, against 1.1 ms). Neither autograd
+    (the quotient's backward does not read it) nor vmap (the mask is batched no more than the
+    quotient) forbids the write."""
+    return fresh.masked_fill_((log > LOG_CLAMP).logical_not_(), 0.0)
+
+
 class BinaryCrossEntropyFunction(torch.autograd.Function):
     """The true derivative of the clamped forward (torch's built-in backward divides by
     max(x (1 - x), 1e-12) instead). Returns the two clamped logs beside the loss
@@ -300,9 +310,14 @@ class BinaryCrossEntropyFunction(torch.autograd.Function):
     @staticmethod
     def forward(input, target, weight, reduction):
         # No autograd here: the logs straight from log and log1p, then clamped (log 0 = -inf).
+        # Each fresh tensor is written in place where that is safe: at 1e7 elements every
+        # allocation is a new mapping whose pages fault in (~10 ms for 40 MB here).
         log_x = torch.log(input).clamp_min_(LOG_CLAMP)
-        log_1mx = torch.log1p(-input).clamp_min_(LOG_CLAMP)
-        minus = torch.addcmul(log_1mx, target, log_x - log_1mx)  # t log x + (1 - t) log(1 - x)
+        log_1mx = torch.neg(input).log1p_().clamp_min_(LOG_CLAMP)
+        difference = log_x - log_1mx
+        # t log x + (1 - t) log(1 - x)
+        minus = (difference.mul_(target).add_(log_1mx) if in_place_ok()
+                 else torch.addcmul(log_1mx, target, difference))
         if weight is not None:
             minus = minus.mul_(weight)
         return -reduce(minus, reduction), log_x, log_1mx
@@ -326,9 +341,11 @@ class BinaryCrossEntropyFunction(torch.autograd.Function):
             g = g * weight
         d_input = d_target = None
         if ctx.needs_input_grad[0]:
-            slope = (torch.where(log_1mx > LOG_CLAMP, (1.0 - target) / (1.0 - input), 0.0)
-                     - torch.where(log_x > LOG_CLAMP, target / input, 0.0))
-            d_input = scaled(slope, g)
+            one_minus_t = 1.0 - target
+            above = one_minus_t.div_(1.0 - input) if in_place_ok() else one_minus_t / (1.0 - input)
+            above = _zero_where_clamped(above, log_1mx)
+            below = _zero_where_clamped(target / input, log_x)
+            d_input = scaled(above.sub_(below) if in_place_ok() else above - below, g)
         if ctx.needs_input_grad[1]:
             d_target = scaled(log_1mx - log_x, g)
         return d_input, d_target, None, None
