@@ -13,7 +13,7 @@ import jax.numpy as jnp
 
 import reference
 from reference.reductions import reduce, reduce_vjp
-from .core import alias, autodiff, builtin, custom_vjp, keras
+from .core import alias, autodiff, builtin, custom_vjp, keras, masked_logsumexp
 
 LOG_CLAMP = -100.0  # torch clamps each log of binary_cross_entropy at -100
 
@@ -393,27 +393,6 @@ def _masked(x, w):
     return x if w is None else jnp.where(w, x, 0.0)
 
 
-def _masked_logsumexp(x, axes, w, keepdims=True):
-    """log sum over the kept elements along ``axes`` (kept), and the mask of the slices that
-    keep any (None without ``w``). -inf where nothing is kept (the inner ``where`` keeps
-    autodiff's gradient 0 there); NaN, value and gradient, where the largest kept logit is not
-    finite: the shift is that maximum, as in ``jax.nn.log_softmax`` (NaN in, NaN out), where
-    ``jax.nn.logsumexp`` would give -inf or +inf. ``keepdims=False`` where the caller wants the
-    reduced shape: XLA on the CPU took 1.4x as long for a logsumexp with ``keepdims=True``
-    whose axis is then squeezed (6144 x 4)."""
-    xm = x if w is None else jnp.where(w, x, -jnp.inf)
-    m = jax.lax.stop_gradient(jnp.max(xm, axis=axes, keepdims=True))
-    kept = None if w is None else jnp.any(w, axis=axes, keepdims=True)
-    shift = m if w is None else jnp.where(kept, m, 0.0)
-    s = jnp.exp(xm - shift).sum(axes, keepdims=keepdims)
-    if not keepdims:
-        shift = jnp.squeeze(shift, axes)
-        kept = None if w is None else jnp.squeeze(kept, axes)
-    if w is None:
-        return jnp.log(s) + shift, None
-    return jnp.where(kept, jnp.log(jnp.where(kept, s, 1.0)) + shift, -jnp.inf), kept
-
-
 def _where_kept(kept, x, fill):
     return x if kept is None else jnp.where(kept, x, fill)
 
@@ -462,7 +441,7 @@ def softmax_cross_entropy_with_integer_labels(logits, labels, axis=-1, where=Non
 
 def _sce_int_parts(logits, labels, axis, where, reduction):
     x, w, _ = _label_layout(logits, axis, where)
-    lse, kept = _masked_logsumexp(x, -1, w, keepdims=False)
+    lse, kept = masked_logsumexp(x, -1, w, keepdims=False)
     out = lse - jnp.take_along_axis(x, labels[..., None], axis=-1)[..., 0]
     if w is not None:
         out = jnp.where(kept, out, 0.0)
@@ -504,7 +483,7 @@ custom_vjp("softmax_cross_entropy_with_integer_labels", softmax_cross_entropy_wi
 def _softmax_parts(logits, axis, where):
     axes = _optax_axes(axis, logits.ndim)
     w = _full_where(where, logits.shape, axes)
-    lse, kept = _masked_logsumexp(logits, axes, w)
+    lse, kept = masked_logsumexp(logits, axes, w)
     logp = _masked(logits - _where_kept(kept, lse, 0.0), w)
     return axes, w, logp, kept
 

@@ -19,6 +19,27 @@ from reference.variants import Implementations, check_positional_signature
 IMPLEMENTATIONS = Implementations("jax", ("autodiff", "custom_vjp"))
 
 
+def masked_logsumexp(x, axes, mask=None, keepdims=True, empty=-jnp.inf):
+    """log sum exp of the entries of ``x`` that ``mask`` keeps along ``axes``, and the mask of
+    the slices that keep any (None without ``mask``, which keeps every entry). ``empty`` where a
+    slice keeps nothing (-inf, log 0, or 0 for a caller that adds it to something), reached
+    without a log(0) or an exp overflow, so autodiff's gradient there is 0, not NaN. NaN, value
+    and gradient, where the largest kept entry is not finite: the shift is that maximum, as in
+    ``jax.nn.log_softmax`` (NaN in, NaN out), where ``jax.nn.logsumexp`` would give -inf or
+    +inf. ``keepdims=False`` where the caller wants the reduced shape: XLA on the CPU took 1.4x
+    as long for a logsumexp with ``keepdims=True`` whose axis is then squeezed (6144 x 4)."""
+    xm = x if mask is None else jnp.where(mask, x, -jnp.inf)
+    m = jax.lax.stop_gradient(jnp.max(xm, axis=axes, keepdims=True))
+    kept = None if mask is None else jnp.any(mask, axis=axes, keepdims=True)
+    shift = m if mask is None else jnp.where(kept, m, 0.0)
+    s = jnp.exp(xm - shift).sum(axes, keepdims=keepdims)
+    if not keepdims:
+        shift = jnp.squeeze(shift, axes)
+        kept = None if mask is None else jnp.squeeze(kept, axes)
+    if mask is None:
+        return jnp.log(s) + shift, None
+    return jnp.where(kept, jnp.log(jnp.where(kept, s, 1.0)) + shift, empty), kept
+
 def _kind(dtype) -> str:
     if jnp.issubdtype(dtype, jnp.floating):
         return "float"

@@ -15,7 +15,7 @@ import jax.numpy as jnp
 from reference.metric import EPSILON
 from reference.reductions import reduce, reduce_vjp
 from reference.spec import PerFramework
-from .core import autodiff, builtin, custom_vjp
+from .core import autodiff, builtin, custom_vjp, masked_logsumexp
 
 
 # -- the cosine ----------------------------------------------------------------------------
@@ -269,21 +269,6 @@ def _slope(x):
     return (x > 0).astype(x.dtype) + 0.5 * (x == 0).astype(x.dtype)
 
 
-def _masked_logsumexp(x, mask, axis):
-    """log sum exp of the masked entries along ``axis``, shifted by their maximum: (value, 0 where
-    the mask selects nothing; whether it selects anything). Nothing selected never reaches a
-    log(0) or an exp overflow, so autodiff gives no NaN there; where the largest selected entry
-    is not finite (a NaN, a +inf, or every one -inf) the shift makes value and gradient NaN, as
-    ``jax.nn.log_softmax``: NaN in, NaN out."""
-    xm = jnp.where(mask, x, -jnp.inf)
-    has = jnp.any(mask, axis, keepdims=True)
-    shift = jnp.where(has, jax.lax.stop_gradient(jnp.max(xm, axis, keepdims=True)), 0.0)
-    total = jnp.exp(xm - shift).sum(axis, keepdims=True)
-    lse = jnp.squeeze(jnp.log(jnp.where(has, total, 1.0)) + shift, axis)
-    has = jnp.squeeze(has, axis)
-    return jnp.where(has, lse, 0.0), has
-
-
 # -- optax's cosine_similarity and cosine_distance ----------------------------------------
 
 def _optax_cosine_parts(predictions, targets, epsilon, axis, where):
@@ -356,8 +341,7 @@ def _ntxent_parts(embeddings, labels, temperature):
     same = labels[:, None] == labels[None, :]
     pos = same & ~jnp.eye(len(labels), dtype=bool)
     neg = ~same
-    lse_neg, has_neg = _masked_logsumexp(x, neg, 1)
-    lse_neg = jnp.where(has_neg, lse_neg, -jnp.inf)
+    lse_neg, _ = masked_logsumexp(x, 1, neg, keepdims=False)
     norm = jnp.logaddexp(lse_neg[:, None], x)  # the log-normalizer of each pair (i, j)
     return x, pos, neg, lse_neg, norm, n2, r, u, eps
 
@@ -401,7 +385,7 @@ def _ranking_parts(logits, labels, where, weights):
     y = jnp.where(valid, labels.astype(logits.dtype), 0.0)
     if weights is not None:
         y = y * weights
-    lse, _ = _masked_logsumexp(logits, valid, -1)
+    lse, _ = masked_logsumexp(logits, -1, where, keepdims=False, empty=0.0)
     per_list = -jnp.where(valid, y * (logits - lse[..., None]), 0.0).sum(-1)
     counted = jnp.maximum(valid.any(-1).sum(), 1) if where is not None else max(per_list.size, 1)
     return y, valid, lse, per_list, counted
@@ -456,8 +440,8 @@ def _circle_parts(y_true, y_pred, ref_labels, ref_embeddings, remove_diagonal, g
     wn = jnp.maximum((1.0 + margin - D) * negf, 0.0)
     a = -gamma * wp * (margin - D)
     b = gamma * wn * (1.0 - margin - D)
-    lse_a, has_a = _masked_logsumexp(a, pos, 1)
-    lse_b, has_b = _masked_logsumexp(b, neg, 1)
+    lse_a, has_a = masked_logsumexp(a, 1, pos, keepdims=False, empty=0.0)
+    lse_b, has_b = masked_logsumexp(b, 1, neg, keepdims=False, empty=0.0)
     valid = has_a & has_b
     z = lse_a + lse_b  # finite: an empty side counts as 0 here and the row is 0 below
     return S, D, posf, negf, wp, wn, a, b, lse_a, lse_b, valid, z

@@ -24,7 +24,7 @@ import numpy as np
 from scipy.special import log_expit, log_softmax, softmax, xlogy, expit
 
 from . import articles, checks
-from .numerics import logaddexp, shifted_log_softmax
+from .numerics import logaddexp, masked_logsumexp, shifted_log_softmax
 from .reductions import reduce, reduce_vjp
 from .spec import (Alias, BadInput, Case, Difference, LossSpec, Sampled, alias_spec, register, replace_input,
                    set_param, XFail)
@@ -904,19 +904,6 @@ def _full_where(where, shape, axes):
     return np.broadcast_to(w, shape)
 
 
-def _masked_logsumexp(x, axes, w):
-    """:math:`\\log \\sum_{k \\in W} e^{x_k}` over ``axes`` (kept): -inf where ``w`` keeps
-    nothing, NaN where the largest kept logit is not finite (see ``numerics.shifted_log_softmax``)."""
-    xm = x if w is None else np.where(w, x, -np.inf)
-    m = np.max(xm, axis=axes, keepdims=True)
-    finite = np.isfinite(m)
-    shift = np.where(finite, m, 0.0)
-    s = np.sum(np.exp(xm - shift), axis=axes, keepdims=True)
-    with np.errstate(divide="ignore"):
-        lse = np.log(s) + shift
-    return np.where(finite, lse, np.where(_keeps_any(w, axes), np.nan, -np.inf))
-
-
 def _keeps_any(w, axes):
     """Whether each slice along ``axes`` keeps a class (all do without a mask)."""
     return True if w is None else w.any(axis=axes, keepdims=True)
@@ -968,7 +955,7 @@ def softmax_cross_entropy_with_integer_labels(logits, labels, axis=-1, where=Non
     cross_entropy's arguments (see the note above).
     """
     x, w, _ = _label_layout(logits, axis, where)
-    lse = _masked_logsumexp(x, -1, w)[..., 0]
+    lse, _ = masked_logsumexp(x, -1, w, keepdims=False)
     out = lse - np.take_along_axis(x, labels[..., None], -1)[..., 0]
     if w is not None:
         out = np.where(w.any(-1), out, 0.0)
@@ -983,7 +970,7 @@ def softmax_cross_entropy_with_integer_labels_vjp(cotangent, logits, labels, axi
               \Big([k \in W_i]\, \frac{e^{x_{i,k}}}{\sum_{k' \in W_i} e^{x_{i,k'}}} - [k = y_i]\Big)
     """
     x, w, perm = _label_layout(logits, axis, where)
-    lse = _masked_logsumexp(x, -1, w)
+    lse, _ = masked_logsumexp(x, -1, w)
     kept = _keeps_any(w, -1)
     p = np.exp(x - np.where(kept, lse, 0.0))
     if w is not None:
@@ -1165,7 +1152,7 @@ def _softmax_parts(logits, labels, axis, where):
     masked) and the mask of slices that keep anything."""
     axes = _optax_axes(axis, logits.ndim)
     w = _full_where(where, logits.shape, axes)
-    lse = _masked_logsumexp(logits, axes, w)
+    lse, _ = masked_logsumexp(logits, axes, w)
     kept = _keeps_any(w, axes)
     logp = logits - np.where(kept, lse, 0.0)
     if w is not None:

@@ -29,7 +29,7 @@ import math
 import numpy as np
 
 from . import checks, classification
-from .numerics import logaddexp
+from .numerics import logaddexp, masked_logsumexp
 from .reductions import reduce, reduce_vjp
 from .spec import BadInput, Case, Difference, LossSpec, PerFramework, XFail, register, replace_input, set_param
 
@@ -629,21 +629,6 @@ def _slope(x):
     return np.where(x > 0, 1.0, np.where(x == 0, 0.5, 0.0))
 
 
-def _masked_logsumexp(x, mask, axis=-1):
-    r""":math:`\log\sum_{k:\,\text{mask}_k} e^{x_k}` along ``axis``, shifted by the masked
-    maximum; :math:`-\infty` where the mask selects nothing. Returns the value and the
-    shift (0 where the mask selects nothing) for the VJP's softmax. Where the largest selected
-    value is not finite (NaN, +inf, or every one -inf) the shift, and so the value and the
-    softmax, are NaN: the built-ins subtract that maximum (inf - inf is NaN), NaN in, NaN out."""
-    xm = np.where(mask, x, -np.inf)
-    top = xm.max(axis, keepdims=True, initial=-np.inf)
-    selects = np.broadcast_to(mask, xm.shape).any(axis, keepdims=True)
-    shift = np.where(np.isfinite(top), top, np.where(selects, np.nan, 0.0))
-    total = np.exp(xm - shift).sum(axis, keepdims=True)
-    with np.errstate(divide="ignore"):
-        return np.squeeze(np.log(total) + shift, axis), shift
-
-
 # -- optax's cosine_similarity and cosine_distance ----------------------------------------
 
 def _reduced_axes(axis, ndim: int) -> tuple[int, ...]:
@@ -910,7 +895,7 @@ def _ntxent_parts(embeddings, labels, temperature):
     same = labels[:, None] == labels[None, :]
     pos = same & ~np.eye(len(labels), dtype=bool)
     neg = ~same
-    lse_neg = _masked_logsumexp(x, neg, axis=1)[0]
+    lse_neg, _ = masked_logsumexp(x, 1, neg, keepdims=False)
     norm = logaddexp(lse_neg[:, None], x)  # log(sum over negatives of i + e^{x_ij}), per pair (i, j)
     return x, pos, neg, lse_neg, norm, n2, r, u
 
@@ -1048,7 +1033,7 @@ def _ranking_parts(logits, labels, where, weights):
     y = np.where(valid, labels.astype(logits.dtype), 0.0)
     if weights is not None:
         y = y * weights
-    lse, shift = _masked_logsumexp(logits, valid)
+    lse, shift = masked_logsumexp(logits, -1, valid, keepdims=False)
     p = np.where(valid, np.exp(np.where(valid, logits, -np.inf) - shift), 0.0)
     total = p.sum(-1, keepdims=True)
     p = p / np.where(total > 0, total, 1.0)
@@ -1201,8 +1186,8 @@ def _circle_parts(y_true, y_pred, ref_labels, ref_embeddings, remove_diagonal, g
     wn = np.maximum((1.0 + margin - D) * neg, 0.0)
     a = -gamma * wp * (margin - D)
     b = gamma * wn * (1.0 - margin - D)
-    lse_a, shift_a = _masked_logsumexp(a, pos, axis=1)
-    lse_b, shift_b = _masked_logsumexp(b, neg, axis=1)
+    lse_a, shift_a = masked_logsumexp(a, 1, pos, keepdims=False)
+    lse_b, shift_b = masked_logsumexp(b, 1, neg, keepdims=False)
     valid = pos.any(1) & neg.any(1)
     z = np.where(valid, lse_a + lse_b, -np.inf)
     return S, D, pos, neg, wp, wn, a, b, lse_a, lse_b, valid, z

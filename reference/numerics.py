@@ -1,7 +1,8 @@
 """NumPy's and scipy's log-sum-exps as the reference uses them: NaN in, NaN out, quietly.
 
 ``shifted_log_softmax`` is scipy's ``log_softmax`` with torch's and ``jax.nn``'s treatment of a
-slice whose largest logit is not finite. NumPy flags ``np.logaddexp`` "invalid" whenever a term
+slice whose largest logit is not finite, and ``masked_logsumexp`` the same over the entries a
+mask keeps. NumPy flags ``np.logaddexp`` "invalid" whenever a term
 is NaN, and the tests turn the reference's RuntimeWarnings into errors (a warning there is a
 loss computing something it should not). A NaN term is data here, not a mistake: the result is
 NaN, as in torch and JAX, without the warning. For finite or infinite terms ``logaddexp`` never
@@ -40,3 +41,20 @@ def shifted_log_softmax(x, axis):
     silenced, the slice is NaN)."""
     with np.errstate(over="ignore", invalid="ignore"):
         return np.where(np.isfinite(np.max(x, axis=axis, keepdims=True)), log_softmax(x, axis=axis), np.nan)
+
+
+def masked_logsumexp(x, axes, mask=None, keepdims=True):
+    r""":math:`\log\sum_{k:\,\text{mask}_k} e^{x_k}` along ``axes``, shifted by the kept
+    maximum, and the shift (kept dims; 0 where the mask keeps nothing), for a VJP's softmax
+    :math:`e^{x - \text{shift}} / \sum`. :math:`-\infty` where the mask keeps nothing (all is
+    kept without one). Where the largest kept value is not finite (NaN, +inf, or every one -inf)
+    the shift, and so the value and the softmax, are NaN: the built-ins subtract that maximum
+    (inf - inf is NaN), NaN in, NaN out (see ``shifted_log_softmax``)."""
+    xm = x if mask is None else np.where(mask, x, -np.inf)
+    top = np.max(xm, axis=axes, keepdims=True, initial=-np.inf)
+    keeps = True if mask is None else np.broadcast_to(mask, xm.shape).any(axis=axes, keepdims=True)
+    shift = np.where(np.isfinite(top), top, np.where(keeps, np.nan, 0.0))
+    total = np.exp(xm - shift).sum(axis=axes, keepdims=True)
+    with np.errstate(divide="ignore"):
+        lse = np.log(total) + shift
+    return (lse if keepdims else np.squeeze(lse, axes)), shift

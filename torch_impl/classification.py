@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from reference import checks
 from reference.reductions import reduce, reduce_vjp
 from .core import (_transforms_active, alias, builtin, cotangent, function, in_place_ok, logaddexp, mass_minus_target,
-                   module, one_hot, row_sum_reduced, scaled, shifted_exp_rows, take)
+                   masked_logsumexp, module, one_hot, row_sum_reduced, scaled, shifted_exp_rows, take)
 
 LOG_CLAMP = -100.0  # torch clamps each log of binary_cross_entropy at -100
 
@@ -490,21 +490,6 @@ def _masked(x, w):
     return x if w is None else x.masked_fill(~w, 0.0)
 
 
-def _masked_logsumexp(x, dims, w):
-    """log sum over the kept elements along ``dims`` (kept), and the mask of the slices that
-    keep any (None without ``w``). -inf where nothing is kept (the inner ``where`` keeps
-    autograd's gradient 0 there); NaN, value and gradient, where the largest kept logit is not
-    finite (the shift is NaN there, as in ``torch.log_softmax``: NaN in, NaN out)."""
-    xm = x if w is None else x.masked_fill(~w, float("-inf"))
-    m = torch.amax(xm, dim=dims, keepdim=True).detach()
-    if w is None:
-        return torch.log(torch.exp(xm - m).sum(dims, keepdim=True)) + m, None
-    kept = w.any(dim=dims, keepdim=True)
-    shift = torch.where(kept, m, 0.0)
-    s = torch.exp(xm - shift).sum(dims, keepdim=True)
-    return torch.where(kept, torch.log(torch.where(kept, s, 1.0)) + shift, float("-inf")), kept
-
-
 def _where_kept(kept, x, fill):
     return x if kept is None else torch.where(kept, x, fill)
 
@@ -552,7 +537,7 @@ def softmax_cross_entropy_with_integer_labels(logits, labels, axis=-1, where=Non
     """optax's softmax cross entropy with integer labels along ``axis``, ``where`` masking
     classes (logits' shape) or examples."""
     x, w, _ = _label_layout(logits, axis, where)
-    lse, kept = _masked_logsumexp(x, -1, w)
+    lse, kept = masked_logsumexp(x, -1, w)
     out = lse.squeeze(-1) - x.gather(-1, labels.unsqueeze(-1)).squeeze(-1)
     if w is not None:
         out = torch.where(kept.squeeze(-1), out, 0.0)
@@ -609,7 +594,7 @@ class SoftmaxCrossEntropyWithIntegerLabelsFunction(torch.autograd.Function):
             return d.movedim(-1, ctx.axis), None, None, None, None
         # where, several class axes, or recorded for a double backward: from the logits
         x, w, perm = _label_layout(logits, ctx.axis, where)
-        lse, kept = _masked_logsumexp(x, -1, w)
+        lse, kept = masked_logsumexp(x, -1, w)
         p = _masked(torch.exp(x - _where_kept(kept, lse, 0.0)), w)
         d = p - one_hot(labels.long(), x.shape[-1], x.dtype)
         g = reduce_vjp(grad_output, ctx.reduction, labels.numel())
@@ -631,7 +616,7 @@ softmax_cross_entropy_with_integer_labels_function = function("softmax_cross_ent
 def _softmax_parts(logits, axis, where):
     axes = _optax_axes(axis, logits.dim())
     w = _full_where(where, logits.shape, axes)
-    lse, kept = _masked_logsumexp(logits, axes, w)
+    lse, kept = masked_logsumexp(logits, axes, w)
     logp = _masked(logits - _where_kept(kept, lse, 0.0), w)
     return axes, w, logp, kept
 

@@ -67,6 +67,26 @@ def one_hot(index: torch.Tensor, num_classes: int, dtype: torch.dtype) -> torch.
     return (index.unsqueeze(-1) == torch.arange(num_classes, device=index.device)).to(dtype)
 
 
+def masked_logsumexp(x: torch.Tensor, dims, mask: torch.Tensor | None = None, keepdim: bool = True,
+                     empty: float = float("-inf")):
+    """log sum exp of the entries of ``x`` that ``mask`` keeps along ``dims``, and the mask of
+    the slices that keep any (None without ``mask``, which keeps every entry). ``empty`` where a
+    slice keeps nothing (-inf, log 0, or 0 for a caller that adds it to something), reached
+    without a log(0) or an exp overflow, so autograd's gradient there is 0, not NaN. NaN, value
+    and gradient, where the largest kept entry is not finite (a NaN, a +inf, or every one -inf):
+    the shift is that maximum, as in ``torch.log_softmax`` (NaN in, NaN out)."""
+    xm = x if mask is None else x.masked_fill(~mask, float("-inf"))
+    m = torch.amax(xm, dim=dims, keepdim=True).detach()
+    if mask is None:
+        lse = torch.log(torch.exp(xm - m).sum(dims, keepdim=True)) + m
+        return (lse if keepdim else lse.squeeze(dims)), None
+    kept = mask.any(dim=dims, keepdim=True)
+    shift = torch.where(kept, m, 0.0)
+    s = torch.exp(xm - shift).sum(dims, keepdim=True)
+    lse = torch.where(kept, torch.log(torch.where(kept, s, 1.0)) + shift, empty)
+    return (lse, kept) if keepdim else (lse.squeeze(dims), kept.squeeze(dims))
+
+
 def logaddexp(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """``log(exp(a) + exp(b))`` with the larger term factored out (a constant to autograd: its
     derivative cancels exactly), for graphs that autograd differentiates. Not ``torch.logaddexp``:

@@ -17,7 +17,7 @@ from reference.metric import EPSILON
 from reference.reductions import reduce, reduce_vjp
 from reference.spec import PerFramework
 from .core import (builtin, class_major, class_major_difference, cotangent, function, in_place_ok, indicator,
-                   mass_minus_target, module, row_sum_reduced, shifted_exp_rows)
+                   mass_minus_target, masked_logsumexp, module, row_sum_reduced, shifted_exp_rows)
 
 
 # -- the cosine ----------------------------------------------------------------------------
@@ -357,24 +357,6 @@ def _slope(x):
     return (x > 0).to(x.dtype) + 0.5 * (x == 0).to(x.dtype)
 
 
-def _masked_logsumexp(x, mask, dim):
-    """log sum exp of the masked entries along ``dim``, shifted by their maximum: (value, 0 where
-    the mask selects nothing; whether it selects anything, None for ``mask=None``, which selects
-    everything). Nothing selected never reaches a log(0) or an exp overflow, so autograd gives no
-    NaN there; where the largest selected entry is not finite (a NaN, a +inf, or every one -inf)
-    the shift makes value and gradient NaN, as ``torch.log_softmax``: NaN in, NaN out."""
-    xm = x if mask is None else torch.where(mask, x, -math.inf)
-    top = xm.amax(dim, keepdim=True).detach()
-    if mask is None:
-        return (torch.log(torch.exp(xm - top).sum(dim, keepdim=True)) + top).squeeze(dim), None
-    has = mask.any(dim, keepdim=True)
-    shift = torch.where(has, top, 0.0)
-    total = torch.exp(xm - shift).sum(dim, keepdim=True)
-    lse = (torch.log(torch.where(has, total, 1.0)) + shift).squeeze(dim)
-    has = has.squeeze(dim)
-    return torch.where(has, lse, 0.0), has
-
-
 # -- optax's cosine_similarity and cosine_distance ----------------------------------------
 
 def _kept(where, x):
@@ -473,8 +455,7 @@ def _ntxent_parts(embeddings, labels, temperature):
     same = labels[:, None] == labels[None, :]
     pos = same & ~torch.eye(len(labels), dtype=torch.bool, device=labels.device)
     neg = ~same
-    lse_neg, has_neg = _masked_logsumexp(x, neg, 1)
-    lse_neg = torch.where(has_neg, lse_neg, -math.inf)
+    lse_neg, _ = masked_logsumexp(x, 1, neg, keepdim=False)
     norm = torch.logaddexp(lse_neg[:, None], x)  # the log-normalizer of each pair (i, j)
     return x, pos, neg, lse_neg, norm, n2, r, u, eps
 
@@ -525,7 +506,7 @@ def _ranking_parts(logits, labels, where, weights):
     y = _kept(where, labels.to(logits.dtype))
     if weights is not None:
         y = y * weights
-    lse, _ = _masked_logsumexp(logits, where, -1)
+    lse, _ = masked_logsumexp(logits, -1, where, keepdim=False, empty=0.0)
     per_list = -_kept(where, y * (logits - lse.unsqueeze(-1))).sum(-1)
     counted = where.any(-1).sum().clamp_min(1) if where is not None else max(per_list.numel(), 1)
     return y, lse, per_list, counted
@@ -539,7 +520,7 @@ def ranking_softmax_loss(logits, labels, *, where=None, weights=None, reduction=
 def _ranking_softmax_rows(logits, y, reduction):
     """Without ``where`` (no autograd): the reduced loss of ``_ranking_parts`` and the softmax
     exp(x - lse), from one exponential (both NaN in a list without a finite maximum, as
-    ``_masked_logsumexp``)."""
+    ``core.masked_logsumexp``)."""
     z, e, total = shifted_exp_rows(logits)
     products = (z - total.log()).mul_(y)
     lists = products.numel() // max(products.shape[-1], 1)
@@ -607,8 +588,8 @@ def _circle_parts(y_true, y_pred, ref_labels, ref_embeddings, remove_diagonal, g
     wn = torch.maximum((1.0 + margin - D) * negf, zero)
     a = -gamma * wp * (margin - D)
     b = gamma * wn * (1.0 - margin - D)
-    lse_a, has_a = _masked_logsumexp(a, pos, 1)
-    lse_b, has_b = _masked_logsumexp(b, neg, 1)
+    lse_a, has_a = masked_logsumexp(a, 1, pos, keepdim=False, empty=0.0)
+    lse_b, has_b = masked_logsumexp(b, 1, neg, keepdim=False, empty=0.0)
     valid = has_a & has_b
     z = lse_a + lse_b  # finite: an empty side counts as 0 here and the row is 0 below
     return S, D, posf, negf, wp, wn, a, b, lse_a, lse_b, valid, z
