@@ -40,6 +40,7 @@ def masked_logsumexp(x, axes, mask=None, keepdims=True, empty=-jnp.inf):
         return jnp.log(s) + shift, None
     return jnp.where(kept, jnp.log(jnp.where(kept, s, 1.0)) + shift, empty), kept
 
+
 def _kind(dtype) -> str:
     if jnp.issubdtype(dtype, jnp.floating):
         return "float"

@@ -40,8 +40,8 @@ import torch_impl
 from reports import matrix
 from torch_impl import core
 
-_PYTHON_VALUE = frozenset({"item", "tolist", "__bool__", "__int__", "__float__", "__complex__", "__index__",
-                           "__format__", "__contains__", "__array__", "numpy", "cpu"})
+_TO_HOST = frozenset({"item", "tolist", "__bool__", "__int__", "__float__", "__complex__", "__index__",
+                      "__format__", "__contains__", "__array__", "numpy", "cpu"})
 _VALUE_SHAPED = frozenset({"nonzero", "argwhere", "masked_select", "unique", "unique_consecutive", "bincount",
                            "equal", "is_nonzero"})
 _FACTORIES = frozenset({"arange", "full", "zeros", "ones", "empty", "linspace", "logspace", "eye", "randint",
@@ -51,8 +51,7 @@ _TORCH_DIR = os.path.dirname(torch.__file__)
 
 def _read_by(name: str, args: tuple, kwargs: dict) -> str | None:
     """What in this call reads values back to the host, or None."""
-    tensor_args = [a for a in args if isinstance(a, torch.Tensor)]
-    if name in _PYTHON_VALUE or name in _VALUE_SHAPED:
+    if name in _TO_HOST or name in _VALUE_SHAPED:
         return name
     if name == "to" and any(str(a) == "cpu" for a in (*args[1:], kwargs.get("device"))):
         return "to('cpu')"
@@ -65,12 +64,11 @@ def _read_by(name: str, args: tuple, kwargs: dict) -> str | None:
         return "one_hot without num_classes"
     if name in _FACTORIES:
         template = 1 if name.startswith("new_") or name.endswith("_like") else 0
-        if len([a for a in args[template:] if isinstance(a, torch.Tensor)]) or any(
-                isinstance(v, torch.Tensor) for v in kwargs.values()):
+        if any(isinstance(a, torch.Tensor) for a in (*args[template:], *kwargs.values())):
             return f"{name} given a tensor for a number"
     if isinstance(kwargs.get("alpha"), torch.Tensor):
         return f"{name}(alpha=tensor)"
-    if name in ("__getitem__", "__setitem__") and len(tensor_args) >= 1 and len(args) > 1:
+    if name in ("__getitem__", "__setitem__") and len(args) > 1:
         index = args[1] if isinstance(args[1], tuple) else (args[1],)
         for i in index:
             if isinstance(i, torch.Tensor) and i.dtype == torch.bool:
