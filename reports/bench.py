@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import numpy as np
 
@@ -299,13 +300,15 @@ def run_sweep(out=None, losses=None, sizes=SIZES, classes=CLASSES, tokens: int =
         log(f"sweep: {len(losses)} losses, sizes {', '.join(f'{s:g}' for s in sizes or ())}; cross_entropy classes "
             f"{', '.join(map(str, classes or ()))} at {tokens} tokens"
             + (f"; {len(others)} other losses at {', '.join(f'{s:g}' for s in other_sizes)}" if others else ""))
-    rows, skipped = sweep(losses, sizes, classes, tokens, budget, devices, variants, seed=seed, log=log)
-    if others:
-        r, s = sweep(others, other_sizes, (), tokens, budget, devices, variants, seed=seed, log=log)
-        rows, skipped = rows + r, skipped + s
+    rows, skipped = [], []
+    for group, group_sizes, group_classes in ((losses, sizes, classes), (others, other_sizes, ())):
+        for name in group:
+            r, s = sweep([name], group_sizes, group_classes, tokens, budget, devices, variants, seed=seed, log=log)
+            rows, skipped = rows + r, skipped + s
+            if out is not None:  # loss by loss: a run stopped part way keeps what it measured
+                write_csv(scaling_frame(rows), Path(out) / "scaling.csv")
     df = scaling_frame(rows)
     if out is not None:
-        from pathlib import Path
         write_csv(df, Path(out) / "scaling.csv")
     if log is not None:
         log(f"sweep: {len(df)} rows, {time.perf_counter() - start:.1f} s ({time.process_time() - cpu:.1f} s of CPU)")
@@ -317,8 +320,6 @@ def bench(out, losses=None, sizes=None, classes=None, tokens=None, quick: bool =
           log=print) -> dict:
     """``lossparity bench``: the timings of ``losses`` (default ``SWEEP_LOSSES``) into
     ``out/timings.csv`` and their sweep into ``out/scaling.csv``; returns the frames."""
-    from pathlib import Path
-
     from .report import timings_frame
     losses = list(losses or SWEEP_LOSSES)
     out = Path(out)
@@ -332,10 +333,10 @@ def bench(out, losses=None, sizes=None, classes=None, tokens=None, quick: bool =
             r, s = timing.time_loss(name, budget=budget, seed=seed, devices=devices)
             rows += r
             skipped += s
+            write_csv(timings_frame(rows), out / "timings.csv")  # loss by loss: a run stopped part way keeps them
             if log is not None:
                 log(f"  timings {name:<34} {time.perf_counter() - t:6.1f} s")
         df = timings_frame(rows)
-        write_csv(df, out / "timings.csv")
         result["timings"], result["timings_skipped"] = df, skipped
         if log is not None:
             log(f"timings: {len(df)} rows, {time.perf_counter() - start:.1f} s")

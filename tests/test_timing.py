@@ -140,6 +140,27 @@ def test_bench_command_writes_scaling_csv(tmp_path, capsys):
     assert "speed targets" in out and "100 elements" in out
 
 
+class _Stop(Exception):
+    pass
+
+
+@pytest.mark.parametrize("phase", ["timings", "sweep"])
+def test_a_bench_stopped_part_way_keeps_the_losses_it_finished(tmp_path, monkeypatch, phase):
+    """``.ci/device`` stops a step at its time limit: the CSV holds every loss timed before it."""
+    monkeypatch.setattr(timing, "QUICK", TINY)
+    monkeypatch.setattr(bench, "QUICK_SWEEP", replace(bench.QUICK_SWEEP, min_run_time=0.001, block_time=1e-4))
+
+    def log(line):
+        if "l1_loss" in line:  # the second loss is measured, and may not be written yet
+            raise _Stop
+
+    with pytest.raises(_Stop):
+        bench.bench(tmp_path, losses=["mse_loss", "l1_loss"], sizes=(64,), classes=(), quick=True, devices=["cpu"],
+                    with_timings=phase == "timings", with_sweep=phase == "sweep", log=log)
+    df = pd.read_csv(tmp_path / ("timings.csv" if phase == "timings" else "scaling.csv"))
+    assert "mse_loss" in set(df["loss"])
+
+
 def _ratio_rows(framework, variants, ratios, **point):
     return [{"loss": loss, "framework": framework, "variant": v, "device": "cpu", "ratio_to_builtin": r + 0.1 * k,
              **point} for loss, r in ratios.items() for k, v in enumerate(variants)]
