@@ -27,7 +27,8 @@ One row per loss x variant x device, in float32, on the loss's default case with
   Both JAX variants are always jitted.
 
 Every median comes with its spread, the interquartile range (p75 - p25) of the blocks'
-per-call times (``*_iqr_ms``; empty when a call was so slow that it was timed once).
+per-call times (``*_iqr_ms``; empty for a call so slow that it was timed in
+``SLOW_CALL_BLOCKS`` single calls, fewer than ``MIN_SPREAD_BLOCKS``).
 
 Memory (``peak_bytes``: what one forward + backward allocates at its peak beyond its
 inputs, which exist before the call; ``memory_source`` says how it was measured):
@@ -129,8 +130,10 @@ class Budget:
 NORMAL = Budget(target_elements=32768, max_scale=1024, min_run_time=0.1, block_time=2e-3, slow_forward=0.01,
                 torch_compile=True)
 QUICK = Budget(target_elements=512, max_scale=32, min_run_time=0.002, block_time=2e-4, slow_forward=0.005)
-# A call slower than this (seconds) is timed by its warm-up runs alone, not by repeated blocks.
+# A call slower than this (seconds) is timed in SLOW_CALL_BLOCKS single calls, not in blocks of
+# calls for min_run_time: its median is of those.
 SLOW_CALL = 0.2
+SLOW_CALL_BLOCKS = 3
 # Peak memory on CPU is the largest of this many calls.
 MEMORY_CALLS = 3
 # The spread (interquartile range) is given where at least this many blocks were timed.
@@ -454,18 +457,24 @@ def _interleaved_medians_ms(calls: dict, once, block, budget: Budget) -> dict:
     range above ``budget.noisy_spread`` of the median: small JAX calls on this VM, ~3% of the
     rows, whose per-block times can be bimodal), every label gets another round of blocks, at
     most ``budget.extra_rounds`` times, and the median is taken over all of them. A call slower
-    than ``SLOW_CALL`` is timed once."""
-    out, number, blocks, spent, limit = {}, {}, {}, {}, {}
+    than ``SLOW_CALL`` is ``SLOW_CALL_BLOCKS`` single calls, ``once``'s the first, in the same
+    round-robin, with no warm-up block and no extra round: the median of one call let a single
+    disturbed call stand for the loss (at 1e7 elements a 472 ms call of ``mse_loss``, whose
+    calls took 42 ms before and after it)."""
+    out, number, blocks, spent, limit, least, slow = {}, {}, {}, {}, {}, {}, set()
     for label in calls:
         seconds = max(once(label), 1e-7)
         if seconds > SLOW_CALL:
-            out[label] = (seconds * 1e3, math.nan)
-            continue
-        number[label], blocks[label], spent[label], limit[label] = (max(1, int(budget.block_time / seconds)), [],
-                                                                    0.0, 200)
+            slow.add(label)
+            number[label], blocks[label], spent[label] = 1, [seconds], 0.0
+            limit[label] = least[label] = SLOW_CALL_BLOCKS
+        else:
+            number[label], blocks[label], spent[label] = max(1, int(budget.block_time / seconds)), [], 0.0
+            limit[label], least[label] = 200, 5
 
     def wanted(label) -> bool:
-        return len(blocks[label]) < 5 or (spent[label] < budget.min_run_time and len(blocks[label]) < limit[label])
+        return len(blocks[label]) < least[label] or (spent[label] < budget.min_run_time
+                                                     and len(blocks[label]) < limit[label])
 
     def noisy(label) -> bool:
         times = blocks[label]
@@ -478,11 +487,11 @@ def _interleaved_medians_ms(calls: dict, once, block, budget: Budget) -> dict:
         if round_:
             if not any(noisy(label) for label in blocks):
                 break
-            for label in blocks:
+            for label in blocks.keys() - slow:
                 spent[label], limit[label] = 0.0, len(blocks[label]) + 200
         while any(wanted(label) for label in blocks):
             for label in [label for label in blocks if wanted(label)]:
-                if budget.warm_fraction > 0:
+                if budget.warm_fraction > 0 and label not in slow:
                     block(calls[label], max(1, round(number[label] * budget.warm_fraction)))
                 elapsed = block(calls[label], number[label])
                 blocks[label].append(elapsed / number[label])

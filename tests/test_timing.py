@@ -249,6 +249,28 @@ def test_noisy_blocks_get_more_rounds_and_steady_ones_do_not():
     assert got["ours"][0] == pytest.approx(1.0)
 
 
+def test_a_slow_call_is_the_median_of_single_calls_interleaved():
+    """A call over ``SLOW_CALL`` is timed in ``SLOW_CALL_BLOCKS`` single calls (``once``'s the
+    first), round-robin with the other labels and without warm-up blocks: one disturbed call
+    does not stand for it."""
+    log = []
+    slow_times = iter([0.25, 0.3])  # once's call took 2.5 s; the next two calls 0.25 and 0.3 s
+
+    def once(label):
+        return {"slow": 2.5, "fast": 1e-3}[label]
+
+    def block(label, number):
+        log.append((label, number))
+        return next(slow_times) if label == "slow" else number * 1e-3
+
+    budget = replace(TINY, block_time=4e-3, min_run_time=0.0, warm_fraction=0.5)
+    got = timing._interleaved_medians_ms({"slow": "slow", "fast": "fast"}, once, block, budget)
+    assert [entry for entry in log if entry[0] == "slow"] == [("slow", 1)] * (timing.SLOW_CALL_BLOCKS - 1)
+    assert log[:3] == [("slow", 1), ("fast", 2), ("fast", 4)]  # interleaved; only the fast label warms up
+    assert got["slow"][0] == pytest.approx(300.0) and math.isnan(got["slow"][1])  # median of 2.5, 0.25, 0.3 s
+    assert got["fast"][0] == pytest.approx(1.0)
+
+
 def test_bench_command_refuses_bad_sizes(capsys):
     assert cli.main(["bench", "--sizes", "1e3,lots"]) == 2
     assert "--sizes" in capsys.readouterr().err
