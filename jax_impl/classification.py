@@ -8,6 +8,8 @@ The backwards of cross_entropy and nll_loss are softmax minus the effective targ
 
 from __future__ import annotations
 
+import math
+
 import jax
 import jax.numpy as jnp
 
@@ -354,7 +356,7 @@ def _optax_kl_div(input, target, reduction="mean", log_target=False):
     if reduction == "mean":
         return per_row.sum() / input.size
     # batchmean: the KL divergence of each sample, averaged over the batch (per_row.mean() for 2-D input)
-    return per_row.reshape(input.shape[0], -1).sum(-1).mean()
+    return per_row.reshape(input.shape[0], math.prod(per_row.shape[1:])).sum(-1).mean()  # not -1: N may be 0
 
 
 builtin("cross_entropy", _optax_cross_entropy)
@@ -419,10 +421,11 @@ def _label_layout(logits, axis, where):
     batch = tuple(i for i in range(nd) if i not in axes)
     perm = batch + axes
     batch_shape = tuple(logits.shape[i] for i in batch)
-    x = logits.transpose(perm).reshape(batch_shape + (-1,))
+    classes = (math.prod(logits.shape[i] for i in axes),)  # not -1: an empty batch leaves it open
+    x = logits.transpose(perm).reshape(batch_shape + classes)
     w = None
     if where is not None:
-        w = _full_where(where, logits.shape, axes).transpose(perm).reshape(batch_shape + (-1,))
+        w = _full_where(where, logits.shape, axes).transpose(perm).reshape(batch_shape + classes)
     return x, w, perm
 
 
@@ -798,7 +801,7 @@ def _bfc_bwd(apply_class_balancing, alpha, gamma, from_logits, label_smoothing, 
         d_m = 1.0 - 2.0 * y
     d_focal = gamma * m ** (gamma - 1.0) * d_m if gamma != 0 else 0.0
     axes = _optax_axes(axis, y_pred.ndim)
-    n = y_pred.size // _class_numel(y_pred.shape, axes)
+    n = math.prod(y_pred.shape[a] for a in axes)  # the elements each mean is over (an empty batch has none)
     g = _per_example_cotangent(cotangent, reduction, _class_numel(y_pred.shape, axes), axes) / n
     return None, weight * (d_focal * bce + m ** gamma * d_bce) * g
 

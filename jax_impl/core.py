@@ -29,7 +29,7 @@ def masked_logsumexp(x, axes, mask=None, keepdims=True, empty=-jnp.inf):
     +inf. ``keepdims=False`` where the caller wants the reduced shape: XLA on the CPU took 1.4x
     as long for a logsumexp with ``keepdims=True`` whose axis is then squeezed (6144 x 4)."""
     xm = x if mask is None else jnp.where(mask, x, -jnp.inf)
-    m = jax.lax.stop_gradient(jnp.max(xm, axis=axes, keepdims=True))
+    m = jax.lax.stop_gradient(jnp.max(xm, axis=axes, keepdims=True, initial=-jnp.inf))  # empty axes: -inf
     kept = None if mask is None else jnp.any(mask, axis=axes, keepdims=True)
     shift = m if mask is None else jnp.where(kept, m, 0.0)
     s = jnp.exp(xm - shift).sum(axes, keepdims=keepdims)

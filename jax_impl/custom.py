@@ -9,6 +9,8 @@ per sample, registered as its built-in so that the recorded mapping is tested.
 
 from __future__ import annotations
 
+import math
+
 import jax
 import jax.numpy as jnp
 
@@ -161,7 +163,7 @@ custom_vjp("gaussian_kernel_loss", gaussian_kernel_loss_custom_vjp, _gaussian_ke
 
 def batch_sum_squared_error(input, target, reduction="mean"):
     d = input - target
-    return reduce((d * d).reshape(d.shape[0], -1).sum(axis=1), reduction)
+    return reduce((d * d).reshape(d.shape[0], math.prod(d.shape[1:])).sum(axis=1), reduction)  # not -1: N may be 0
 
 
 def _batch_sum_squared_error_fwd(input, target, reduction):
@@ -190,7 +192,7 @@ custom_vjp("batch_sum_squared_error", batch_sum_squared_error_custom_vjp, _batch
 def _optax_squared_error_per_sample(input, target, reduction="mean"):
     """The recorded mapping: optax's per-element squared error, summed per sample."""
     import optax
-    per_sample = optax.losses.squared_error(input, target).reshape(input.shape[0], -1).sum(axis=1)
+    per_sample = optax.losses.squared_error(input, target).reshape(input.shape[0], math.prod(input.shape[1:])).sum(axis=1)
     return reduce(per_sample, reduction)
 
 

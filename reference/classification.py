@@ -20,6 +20,8 @@ differences and gradcheck cannot differentiate a NaN-valued function.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from scipy.special import log_expit, log_softmax, softmax, xlogy, expit
 
@@ -927,10 +929,11 @@ def _label_layout(logits, axis, where):
     batch = tuple(i for i in range(nd) if i not in axes)
     perm = batch + axes
     batch_shape = tuple(logits.shape[i] for i in batch)
-    x = logits.transpose(perm).reshape(batch_shape + (-1,))
+    classes = (math.prod(logits.shape[i] for i in axes),)  # not -1: an empty batch leaves it open
+    x = logits.transpose(perm).reshape(batch_shape + classes)
     w = None
     if where is not None:
-        w = _full_where(where, logits.shape, axes).transpose(perm).reshape(batch_shape + (-1,))
+        w = _full_where(where, logits.shape, axes).transpose(perm).reshape(batch_shape + classes)
     return x, w, perm
 
 

@@ -9,6 +9,8 @@ outside oracle for them, with one exception: ``batch_sum_squared_error`` is
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from scipy.special import expit
 
@@ -561,7 +563,7 @@ def batch_sum_squared_error(input, target, reduction="mean"):
     ``batch_size`` times the derivative (``reference/articles.py`` proves both).
     """
     d = input - target
-    return reduce((d * d).reshape(d.shape[0], -1).sum(axis=1), reduction)
+    return reduce((d * d).reshape(d.shape[0], math.prod(d.shape[1:])).sum(axis=1), reduction)  # not -1: N may be 0
 
 
 def batch_sum_squared_error_vjp(cotangent, input, target, reduction="mean"):

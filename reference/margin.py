@@ -328,7 +328,7 @@ def sample_multilabel_margin(rng, n=5, num_classes=4, repeat=False):
             listed.append(-1)
         listed += list(rng.integers(-1, num_classes, size=num_classes - len(listed)))
         rows.append(listed)
-    target = np.array(rows, dtype=np.int64)
+    target = np.array(rows, dtype=np.int64).reshape(len(rows), num_classes)  # (0, C) for an empty batch
     return x, (target if n is not None else target[0])
 
 
@@ -645,6 +645,8 @@ def _redraw_rows(rng, batch: tuple, num_classes: int, draw_row, ok):
             if ok(*row):
                 rows.append(row)
                 break
+    if not rows:  # an empty batch: one row drawn for its shapes and dtypes alone
+        return tuple(np.empty(tuple(batch) + np.shape(r), np.asarray(r).dtype) for r in draw_row(rng))
     return tuple(np.stack([r[k] for r in rows]).reshape(tuple(batch) + np.shape(rows[0][k]))
                  for k in range(len(rows[0])))
 

@@ -983,7 +983,7 @@ def sample_ntxent(rng: np.random.Generator, n=6, d=4, group=2, singleton=False, 
     if one_group:
         labels[:] = 0
     labels = rng.permutation(labels)
-    centres = rng.standard_normal((labels.max() + 1, d))
+    centres = rng.standard_normal((labels.max(initial=-1) + 1, d))  # none for an empty batch
     return centres[labels] + rng.standard_normal((n, d)), labels.astype(np.int64)
 
 
@@ -1312,7 +1312,7 @@ def _clear_rows(rng, count, d, others, margin, norm):
                 break
         else:
             raise RuntimeError("sample_circle found no embedding clear of the kinks")
-    return np.array(rows)
+    return np.array(rows).reshape(count, d)  # (0, d) for an empty batch
 
 
 def sample_circle(rng: np.random.Generator, n=6, d=5, classes=3, margin=0.4, norm=1.0, singleton=False):

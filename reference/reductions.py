@@ -14,6 +14,8 @@ functions. The semantics are torch's:
 
 from __future__ import annotations
 
+import numpy as np
+
 
 def reduce(elementwise, reduction: str, denominator=None, batch_size: int | None = None):
     if reduction == "none":
@@ -23,9 +25,9 @@ def reduce(elementwise, reduction: str, denominator=None, batch_size: int | None
     if reduction == "mean":
         if denominator is None:
             return elementwise.mean() if _numel(elementwise) else elementwise.sum() * float("nan")
-        return elementwise.sum() / denominator
+        return _divide(elementwise.sum(), denominator)
     if reduction == "batchmean":
-        return elementwise.sum() / batch_size
+        return _divide(elementwise.sum(), batch_size)
     raise ValueError(f"reduction must be one of 'none', 'mean', 'sum', 'batchmean'; got {reduction!r}")
 
 
@@ -39,10 +41,19 @@ def reduce_vjp(cotangent, reduction: str, numel: int, denominator=None, batch_si
         return cotangent
     if reduction == "mean":
         # An empty loss has no element to receive the cotangent, so any finite divisor does.
-        return cotangent / (max(numel, 1) if denominator is None else denominator)
+        return _divide(cotangent, max(numel, 1) if denominator is None else denominator)
     if reduction == "batchmean":
-        return cotangent / batch_size
+        return _divide(cotangent, batch_size)
     raise ValueError(f"reduction must be one of 'none', 'mean', 'sum', 'batchmean'; got {reduction!r}")
+
+
+def _divide(total, denominator):
+    """``total / denominator``; for NumPy without its warning where an empty batch makes it 0 / 0
+    (NaN, as torch's built-ins give)."""
+    if isinstance(total, (np.ndarray, np.generic)):
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return total / denominator
+    return total / denominator
 
 
 def _numel(x) -> int:

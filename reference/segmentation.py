@@ -377,7 +377,7 @@ def multiclass_generalized_dice_loss(predictions, targets, *, smooth=1.0, apply_
     """
     weights = generalized_class_weights(targets)
     losses = _class_losses(predictions, targets, weights, smooth, 0.5, 0.5, apply_softmax, ignore_background, None)
-    return reduce(losses.mean(), reduction)
+    return reduce(reduce(losses, "mean"), reduction)  # the mean of all: NaN, without a warning, for an empty batch
 
 
 def multiclass_generalized_dice_loss_vjp(cotangent, predictions, targets, *, smooth=1.0, apply_softmax=True,
@@ -390,7 +390,7 @@ def multiclass_generalized_dice_loss_vjp(cotangent, predictions, targets, *, smo
     weights = generalized_class_weights(targets)
     losses = _class_losses(predictions, targets, weights, smooth, 0.5, 0.5, apply_softmax, ignore_background, None)
     g = reduce_vjp(cotangent, reduction, 1)
-    g = np.broadcast_to(g / losses.size, losses.shape)
+    g = np.broadcast_to(g / max(losses.size, 1), losses.shape)  # an empty batch: nothing receives it
     return (_class_losses_vjp(g, predictions, targets, weights, smooth, 0.5, 0.5, apply_softmax,
                               ignore_background, None),)
 

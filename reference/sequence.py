@@ -316,12 +316,12 @@ def sample_ctc(rng: np.random.Generator, T=8, N=3, C=5, S=3, blank=0, targets="p
     if repeat:
         labels[0, 1] = labels[0, 0]
     target_lengths = rng.integers(1, S + 1, size=N)
-    target_lengths[0] = S
+    target_lengths[:1] = S  # the first sample's, where there is one (N may be 0)
     if empty_target:
         target_lengths[-1] = 0
     needed = required_lengths(labels, target_lengths)
     input_lengths = rng.integers(needed, T + 1)
-    input_lengths[0] = T
+    input_lengths[:1] = T
     if infeasible:
         target_lengths[1] = S
         needed = required_lengths(labels, target_lengths)

@@ -467,6 +467,46 @@ def test_fuzz_thorough(name, data):
     fuzz(name, data, WIDE)
 
 
+# -- an empty batch ------------------------------------------------------------------------
+
+BATCH_OPTIONS = ("n", "N", "batch")  # the samplers' batch sizes; a ``shape``'s first dim is one too
+
+
+def empty_batch(spec, case) -> dict:
+    """The case's sampler options with the batch size at 0 (``{}`` where it has none)."""
+    out = {}
+    for option, value in size_options(spec, case).items():
+        if option == "shape" or option in BATCH_OPTIONS:
+            out[option] = (0,) + tuple(value[1:]) if isinstance(value, tuple) else 0
+    return out
+
+
+@pytest.mark.parametrize("name", reference.names())
+def test_an_empty_batch(name):
+    """Each loss's first case with a batch of 0, every reduction: every implementation agrees
+    with the reference (no value for ``none``, 0 for ``sum``, NaN for ``mean``, as torch's
+    built-ins, and empty gradients), or, where the checks refuse an empty batch, raises the same
+    error as the reference."""
+    spec = reference.get(name)
+    case = spec.cases[0]
+    sizes = empty_batch(spec, case)
+    assert sizes, f"{name}: no batch size among its sampler's options {size_options(spec, case)}"
+    try:
+        failures = check_example(Example(name, case.name, sizes, 0, 1.0), ("reference",) + matrix.VARIANTS)
+    except matrix.OutsideDomain as e:
+        refused = e.__cause__
+        assert isinstance(refused, (ValueError, TypeError, IndexError)), f"{name} {sizes}: {e}"
+        inputs, kw = spec.draw(np.random.default_rng(0), case.name, np.float64, **sizes)
+        d = matrix.Drawn(inputs, {**kw, "reduction": spec.case_reductions(case)[0]}, np.zeros(()))
+        for variant in matrix.VARIANTS:
+            torch_side = matrix.FRAMEWORK_OF[variant] == "torch"
+            arrays, kw = matrix.torch_arrays(d) if torch_side else matrix.jax_arrays(d)
+            with pytest.raises(type(refused), match=str(refused).split(";")[0][:40].replace("(", ".").replace(")", ".")):
+                matrix.implementation(variant, name)(*arrays, **kw)
+        return
+    assert not failures, f"{len(failures)} disagreement(s) on an empty batch:\n\n" + "\n\n".join(failures)
+
+
 # -- the fuzzer itself ---------------------------------------------------------------------
 
 @pytest.mark.parametrize("name", reference.names())

@@ -9,6 +9,8 @@ and nll_loss are softmax minus the effective targets.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -519,10 +521,11 @@ def _label_layout(logits, axis, where):
     batch = tuple(i for i in range(nd) if i not in axes)
     perm = batch + axes
     batch_shape = tuple(logits.shape[i] for i in batch)
-    x = logits.permute(perm).reshape(batch_shape + (-1,))
+    classes = (math.prod(logits.shape[i] for i in axes),)  # not -1: an empty batch leaves it open
+    x = logits.permute(perm).reshape(batch_shape + classes)
     w = None
     if where is not None:
-        w = _full_where(where, logits.shape, axes).permute(perm).reshape(batch_shape + (-1,))
+        w = _full_where(where, logits.shape, axes).permute(perm).reshape(batch_shape + classes)
     return x, w, perm
 
 
@@ -1047,7 +1050,7 @@ class BinaryFocalCrossentropyFunction(torch.autograd.Function):
             d_m = 1.0 - 2.0 * y
         d_focal = gamma * m ** (gamma - 1.0) * d_m if gamma != 0 else 0.0
         axes = _optax_axes(ctx.axis, y_pred.dim())
-        n = y_pred.numel() // _class_numel(y_pred.shape, axes)
+        n = math.prod(y_pred.shape[a] for a in axes)  # the elements each mean is over (an empty batch has none)
         g = _per_example_cotangent(grad_output, ctx.reduction, _class_numel(y_pred.shape, axes), axes) / n
         d = weight * (d_focal * bce + m ** gamma * d_bce) * g
         return None, d, None, None, None, None, None, None, None

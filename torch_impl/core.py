@@ -76,7 +76,7 @@ def masked_logsumexp(x: torch.Tensor, dims, mask: torch.Tensor | None = None, ke
     and gradient, where the largest kept entry is not finite (a NaN, a +inf, or every one -inf):
     the shift is that maximum, as in ``torch.log_softmax`` (NaN in, NaN out)."""
     xm = x if mask is None else x.masked_fill(~mask, float("-inf"))
-    m = torch.amax(xm, dim=dims, keepdim=True).detach()
+    m = _amax_or_minus_inf(xm, dims).detach()
     if mask is None:
         lse = torch.log(torch.exp(xm - m).sum(dims, keepdim=True)) + m
         return (lse if keepdim else lse.squeeze(dims)), None
@@ -85,6 +85,15 @@ def masked_logsumexp(x: torch.Tensor, dims, mask: torch.Tensor | None = None, ke
     s = torch.exp(xm - shift).sum(dims, keepdim=True)
     lse = torch.where(kept, torch.log(torch.where(kept, s, 1.0)) + shift, empty)
     return (lse, kept) if keepdim else (lse.squeeze(dims), kept.squeeze(dims))
+
+
+def _amax_or_minus_inf(x: torch.Tensor, dims) -> torch.Tensor:
+    """``torch.amax(x, dims, keepdim=True)``, and -inf (the max of nothing) where the dims are
+    empty, which ``amax`` refuses (an empty batch's (0, 0) similarity matrix)."""
+    reduced = {d % x.dim() for d in ((dims,) if isinstance(dims, int) else dims)}
+    if all(x.shape[d] for d in reduced):
+        return torch.amax(x, dim=dims, keepdim=True)
+    return x.new_full([1 if i in reduced else n for i, n in enumerate(x.shape)], float("-inf"))
 
 
 def logaddexp(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

@@ -10,6 +10,8 @@ built-in so that the recorded mapping is tested.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -192,7 +194,7 @@ def batch_sum_squared_error(input, target, reduction="mean"):
     d = input - target
     squares = d * d
     if reduction == "none":
-        return squares.reshape(d.shape[0], -1).sum(dim=1)
+        return squares.reshape(d.shape[0], math.prod(d.shape[1:])).sum(dim=1)  # not -1: N may be 0
     # The per-sample sums only to be added up: one sum over everything (torch's CPU sums rows
     # of a few features several times slower). An empty batch's mean is 0 / 0, NaN.
     total = squares.sum()
@@ -235,7 +237,7 @@ def _mse_loss_per_sample(input, target, reduction="mean"):
         return F.mse_loss(input, target, reduction="sum") / input.shape[0]
     if reduction == "sum":
         return F.mse_loss(input, target, reduction="sum")
-    return F.mse_loss(input, target, reduction="none").reshape(input.shape[0], -1).sum(dim=1)
+    return F.mse_loss(input, target, reduction="none").reshape(input.shape[0], math.prod(input.shape[1:])).sum(dim=1)
 
 
 builtin("batch_sum_squared_error", _mse_loss_per_sample)
