@@ -173,7 +173,7 @@ def shifted_exp_rows(x: torch.Tensor):
     by the rows' maxima m, e = exp(z) and the rows' sums s of e (s >= 1 where m is finite).
     Where m is not finite (a NaN, a +inf, or every logit -inf) z, e and s are NaN, as in
     ``torch.log_softmax``: NaN in, NaN out."""
-    z = x - x.amax(-1, keepdim=True)
+    z = x - _amax_or_minus_inf(x, -1)
     e = z.exp()
     return z, e, e.sum(-1, keepdim=True)
 
