@@ -684,22 +684,28 @@ autodiff("kl_divergence_with_log_targets", kl_divergence_with_log_targets)
 custom_vjp("kl_divergence_with_log_targets", kl_divergence_with_log_targets_custom_vjp, _kl_log_fwd, _kl_log_bwd)
 
 
+def _exp_kept(x, where):
+    """exp(x), and 1 where ``where`` drops x: a dropped entry (a padding's) may be large enough
+    for exp to overflow, and its inf times the mask's 0 made the gradient NaN there."""
+    return jnp.exp(x if where is None else jnp.where(where, x, 0.0))
+
+
 def generalized_kl_divergence(log_predictions, targets, axis=-1, where=None, reduction="none"):
     """optax's generalized KL divergence: kl_divergence plus exp(x) - t, summed along ``axis``."""
-    elementwise = _kl_term(targets, log_predictions) + jnp.exp(log_predictions) - targets
+    elementwise = _kl_term(targets, log_predictions) + _exp_kept(log_predictions, where) - targets
     return reduce(_kl_sum(elementwise, axis, where), reduction)
 
 
 def _gkl_fwd(log_predictions, targets, axis, where, reduction):
     log_ratio = _log_ratio(targets, log_predictions)
-    elementwise = targets * log_ratio + jnp.exp(log_predictions) - targets
+    elementwise = targets * log_ratio + _exp_kept(log_predictions, where) - targets
     return reduce(_kl_sum(elementwise, axis, where), reduction), (log_predictions, targets, where, log_ratio)
 
 
 def _gkl_bwd(axis, reduction, residuals, cotangent):
     x, t, where, log_ratio = residuals
     g = _kl_cotangent(cotangent, reduction, x, axis, where)
-    return (jnp.exp(x) - t) * g, (_kl_target_vjp(log_ratio, t) - 1.0) * g, None
+    return (_exp_kept(x, where) - t) * g, (_kl_target_vjp(log_ratio, t) - 1.0) * g, None
 
 
 generalized_kl_divergence_custom_vjp = jax.custom_vjp(generalized_kl_divergence, nondiff_argnums=(2, 4))

@@ -1692,8 +1692,14 @@ def generalized_kl_divergence(log_predictions, targets, axis=-1, where=None, red
     :math:`\sum (e^x - t)`, which vanishes when both are normalized. Targets are non-negative;
     the target gradient is NaN at a zero target, as in ``kl_divergence``.
     """
-    elementwise = xlogy(targets, targets) - targets * log_predictions + np.exp(log_predictions) - targets
+    elementwise = xlogy(targets, targets) - targets * log_predictions + _exp_kept(log_predictions, where) - targets
     return reduce(_kl_sum(elementwise, axis, where), reduction)
+
+
+def _exp_kept(x, where):
+    """exp(x), and 1 where ``where`` drops x: a dropped entry (a padding's) may be large enough
+    for exp to overflow, and its gradient is 0, not inf times 0."""
+    return np.exp(x if where is None else np.where(where, x, 0.0))
 
 
 def generalized_kl_divergence_vjp(cotangent, log_predictions, targets, axis=-1, where=None, reduction="none"):
@@ -1704,7 +1710,7 @@ def generalized_kl_divergence_vjp(cotangent, log_predictions, targets, axis=-1, 
     g = _kl_cotangent(cotangent, reduction, log_predictions, axis, where)
     with np.errstate(divide="ignore", invalid="ignore"):
         d_t = (np.log(targets) + targets / targets - 1.0 - log_predictions) * g
-    return (np.exp(log_predictions) - targets) * g, d_t
+    return (_exp_kept(log_predictions, where) - targets) * g, d_t
 
 
 def _check_kl(args: dict, second: str, nonnegative: bool) -> None:
@@ -1730,11 +1736,13 @@ def check_kl_divergence_with_log_targets(args: dict) -> None:
 
 
 def sample_log_predictions_and_targets(rng: np.random.Generator, shape=(6, 4), log_targets=False,
-                                       unnormalized=False, zeros=False):
+                                       unnormalized=False, zeros=False, first_row=None):
     """``log_predictions``: log-softmax over the last axis (N(0, 1) with ``unnormalized``);
     targets: probabilities over the last axis (their logs with ``log_targets``; exp(N(0, 1)),
     unnormalized, with ``unnormalized``). Targets stay positive (the target gradient is NaN at
-    0); ``zeros`` sets every fifth to 0 for the matrix alone."""
+    0); ``zeros`` sets every fifth to 0 for the matrix alone. ``first_row``: the value of every
+    log-prediction in row 0 (along the last axis), which ``where_same_shape`` drops (a padding
+    holding a value whose exp overflows)."""
     shape = tuple(shape)
     if unnormalized:
         x, t = rng.standard_normal(shape), np.exp(rng.standard_normal(shape))
@@ -1743,6 +1751,8 @@ def sample_log_predictions_and_targets(rng: np.random.Generator, shape=(6, 4), l
         t = np.exp(log_softmax(rng.standard_normal(shape), axis=-1))
     if zeros:
         t.reshape(-1)[::5] = 0.0
+    if first_row is not None:
+        x.reshape(-1, shape[-1])[0] = first_row
     return x, (np.log(t) if log_targets else t)
 
 
@@ -1756,6 +1766,18 @@ def _where_same_shape(rng, inputs):
 where_same_shape = Sampled("where: one flag per element, ~3/4 True, row 0 all False", _where_same_shape)
 
 
+DROPPED_OVERFLOW = "where, the dropped row at 1e4"
+_OPTAX_DROPPED_EXP = Difference(
+    "optax", "optax.losses.generalized_kl_divergence (where)",
+    "optax computes exp(x) at the entries `where` drops as well: where one overflows (a padding's log-prediction "
+    "of 1e4) its inf times the mask's 0 makes that entry's gradient NaN (optax 0.2.8); the reference's is 0, "
+    "and lossparity takes exp of the kept entries alone",
+    "the values agree; the gradients agree with optax.losses.generalized_kl_divergence(jnp.where(m, x, 0), t, "
+    "where=m)")
+_OPTAX_DROPPED_EXP_XFAIL = XFail("optax's gradient is NaN at a dropped entry whose exp overflows (recorded as a "
+                                 "Difference)", case=DROPPED_OVERFLOW, check="jax.builtin")
+
+
 def _kl_cases(**sample):
     return (
         Case("default", sample=sample),
@@ -1766,6 +1788,7 @@ def _kl_cases(**sample):
         Case("axis=None", {"axis": None}, sample={**sample, "shape": (3, 4)}),
         Case("where", {"where": where_same_shape}, sample=sample),
         Case("where, axis=0", {"axis": 0, "where": where_same_shape}, sample={**sample, "shape": (4, 3)}),
+        Case(DROPPED_OVERFLOW, {"where": where_same_shape}, sample={**sample, "first_row": 1e4}),
     )
 
 
@@ -1846,7 +1869,9 @@ register(LossSpec(
     straight_through_cases=(Case("zero targets", sample={"unnormalized": True, "zeros": True}),),
     bad_inputs=_kl_bad_inputs("targets", nonnegative=True),
     builtins={"optax": "optax.losses.generalized_kl_divergence"},
+    xfails=(_OPTAX_DROPPED_EXP_XFAIL,),
     differences=(
+        _OPTAX_DROPPED_EXP,
         Difference("torch", "torch.nn.functional.kl_div",
                    "torch has no generalized KL; it is kl_div plus exp(x) - t per element, summed along axis",
                    "generalized_kl_divergence(x, t, axis=a) == (F.kl_div(x, t, reduction='none') + exp(x) - t).sum(a)"),
@@ -1878,7 +1903,9 @@ register(alias_spec(
     cases=_kl_cases(unnormalized=True),
     bad_inputs=_kl_bad_inputs("targets", nonnegative=True),
     builtins={"optax": "optax.losses.convex_kl_divergence"},
+    xfails=(_OPTAX_DROPPED_EXP_XFAIL,),
     differences=(
+        _OPTAX_DROPPED_EXP,
         Difference("optax", "optax.losses.generalized_kl_divergence",
                    "optax deprecates convex_kl_divergence (it warns) and defines it as generalized_kl_divergence",
                    "convex_kl_divergence(x, t, axis=a, where=m) == generalized_kl_divergence(x, t, axis=a, where=m) "

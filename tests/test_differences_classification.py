@@ -27,6 +27,7 @@ from scipy.special import log_softmax, logsumexp, softmax
 
 import reference
 from jax_impl.core import keras
+from reference.classification import DROPPED_OVERFLOW
 from reports.matrix import TOLERANCES, seed_for
 
 RTOL, ATOL = TOLERANCES["float64"]
@@ -808,6 +809,26 @@ def test_convex_kl_divergence_is_generalized_kl_divergence(case):
     with pytest.warns(DeprecationWarning):
         close(optax.losses.convex_kl_divergence(x, p, **kw), ours)
     assert reference.get("convex_kl_divergence").alias_of == "generalized_kl_divergence"
+
+
+@proves(("generalized_kl_divergence", "optax", "optax.losses.generalized_kl_divergence (where)"),
+        ("convex_kl_divergence", "optax", "optax.losses.generalized_kl_divergence (where)"))
+def test_optax_generalized_kl_divergence_gradient_is_nan_at_a_dropped_overflowing_entry():
+    (x, p), kw = draw_case("generalized_kl_divergence", DROPPED_OVERFLOW)
+    where = kw["where"]
+    assert not where.reshape(-1, x.shape[-1])[0].any() and np.all(x.reshape(-1, x.shape[-1])[0] == 1e4)
+
+    def optax_sum(x, masked=False):
+        return optax.losses.generalized_kl_divergence(jnp.where(where, x, 0.0) if masked else x, p, where=where).sum()
+
+    close(optax_sum(x), ref("generalized_kl_divergence", x, p, where=where).sum())
+    want = grad("generalized_kl_divergence", x, p, where=where)[0]
+    assert np.isfinite(want).all() and np.all(want[~where] == 0)
+    got = np.asarray(jax.grad(optax_sum)(x))
+    overflowing = ~where & (x > 709.0)  # dropped, and exp overflows even in float64
+    assert overflowing.any() and np.isnan(got[overflowing]).all()
+    close(got[where], want[where])
+    close(jax.grad(lambda x: optax_sum(x, masked=True))(x), want)  # the mapping
 
 
 # ==================================================================================

@@ -917,9 +917,15 @@ kl_divergence_with_log_targets_function = function("kl_divergence_with_log_targe
                                                    KLDivergenceWithLogTargetsFunction)
 
 
+def _exp_kept(x, where):
+    """exp(x), and 1 where ``where`` drops x: a dropped entry (a padding's) may be large enough
+    for exp to overflow, and its inf times the mask's 0 made the gradient NaN there."""
+    return torch.exp(x if where is None else torch.where(where, x, 0.0))
+
+
 def generalized_kl_divergence(log_predictions, targets, axis=-1, where=None, reduction="none"):
     """optax's generalized KL divergence: kl_divergence plus exp(x) - t, summed along ``axis``."""
-    elementwise = torch.xlogy(targets, targets) - targets * log_predictions + torch.exp(log_predictions) - targets
+    elementwise = torch.xlogy(targets, targets) - targets * log_predictions + _exp_kept(log_predictions, where) - targets
     return _kl_reduced(elementwise, axis, where, reduction)
 
 
@@ -941,7 +947,7 @@ class GeneralizedKLDivergenceFunction(torch.autograd.Function):
     def backward(ctx, grad_output):
         x, t, where = ctx.saved_tensors
         g = _kl_cotangent(grad_output, ctx.reduction, x, ctx.axis, where)
-        return (torch.exp(x) - t) * g, (torch.log(t) + t / t - 1.0 - x) * g, None, None, None
+        return (_exp_kept(x, where) - t) * g, (torch.log(t) + t / t - 1.0 - x) * g, None, None, None
 
 
 GeneralizedKLDivergence = module("generalized_kl_divergence", "GeneralizedKLDivergence", generalized_kl_divergence)
