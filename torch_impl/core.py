@@ -90,6 +90,8 @@ def masked_logsumexp(x: torch.Tensor, dims, mask: torch.Tensor | None = None, ke
 def _amax_or_minus_inf(x: torch.Tensor, dims) -> torch.Tensor:
     """``torch.amax(x, dims, keepdim=True)``, and -inf (the max of nothing) where the dims are
     empty, which ``amax`` refuses (an empty batch's (0, 0) similarity matrix)."""
+    if x.numel():  # then no dim is empty
+        return torch.amax(x, dim=dims, keepdim=True)
     reduced = {d % x.dim() for d in ((dims,) if isinstance(dims, int) else dims)}
     if all(x.shape[d] for d in reduced):
         return torch.amax(x, dim=dims, keepdim=True)
