@@ -192,7 +192,8 @@ custom_vjp("batch_sum_squared_error", batch_sum_squared_error_custom_vjp, _batch
 def _optax_squared_error_per_sample(input, target, reduction="mean"):
     """The recorded mapping: optax's per-element squared error, summed per sample."""
     import optax
-    per_sample = optax.losses.squared_error(input, target).reshape(input.shape[0], math.prod(input.shape[1:])).sum(axis=1)
+    squared = optax.losses.squared_error(input, target)
+    per_sample = squared.reshape(input.shape[0], math.prod(input.shape[1:])).sum(axis=1)
     return reduce(per_sample, reduction)
 
 

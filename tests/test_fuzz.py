@@ -55,6 +55,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import re
 import zlib
 from dataclasses import dataclass
 
@@ -501,7 +502,7 @@ def test_an_empty_batch(name):
         for variant in matrix.VARIANTS:
             torch_side = matrix.FRAMEWORK_OF[variant] == "torch"
             arrays, kw = matrix.torch_arrays(d) if torch_side else matrix.jax_arrays(d)
-            with pytest.raises(type(refused), match=str(refused).split(";")[0][:40].replace("(", ".").replace(")", ".")):
+            with pytest.raises(type(refused), match=re.escape(str(refused).split(";")[0])):
                 matrix.implementation(variant, name)(*arrays, **kw)
         return
     assert not failures, f"{len(failures)} disagreement(s) on an empty batch:\n\n" + "\n\n".join(failures)

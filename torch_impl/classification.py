@@ -925,7 +925,8 @@ def _exp_kept(x, where):
 
 def generalized_kl_divergence(log_predictions, targets, axis=-1, where=None, reduction="none"):
     """optax's generalized KL divergence: kl_divergence plus exp(x) - t, summed along ``axis``."""
-    elementwise = torch.xlogy(targets, targets) - targets * log_predictions + _exp_kept(log_predictions, where) - targets
+    elementwise = (torch.xlogy(targets, targets) - targets * log_predictions + _exp_kept(log_predictions, where)
+                   - targets)
     return _kl_reduced(elementwise, axis, where, reduction)
 
 
