@@ -1682,6 +1682,12 @@ def kl_divergence_with_log_targets_vjp(cotangent, log_predictions, log_targets, 
     return -e * g, e * (log_targets - log_predictions + 1.0) * g
 
 
+def _exp_kept(x, where):
+    """exp(x), and 1 where ``where`` drops x: a dropped entry (a padding's) may be large enough
+    for exp to overflow, and its gradient is 0, not inf times 0."""
+    return np.exp(x if where is None else np.where(where, x, 0.0))
+
+
 def generalized_kl_divergence(log_predictions, targets, axis=-1, where=None, reduction="none"):
     r"""Generalized Kullback-Leibler divergence of unnormalized measures, as
     ``optax.losses.generalized_kl_divergence`` (the Bregman divergence of :math:`t \log t - t`):
@@ -1694,12 +1700,6 @@ def generalized_kl_divergence(log_predictions, targets, axis=-1, where=None, red
     """
     elementwise = xlogy(targets, targets) - targets * log_predictions + _exp_kept(log_predictions, where) - targets
     return reduce(_kl_sum(elementwise, axis, where), reduction)
-
-
-def _exp_kept(x, where):
-    """exp(x), and 1 where ``where`` drops x: a dropped entry (a padding's) may be large enough
-    for exp to overflow, and its gradient is 0, not inf times 0."""
-    return np.exp(x if where is None else np.where(where, x, 0.0))
 
 
 def generalized_kl_divergence_vjp(cotangent, log_predictions, targets, axis=-1, where=None, reduction="none"):

@@ -88,13 +88,12 @@ def masked_logsumexp(x: torch.Tensor, dims, mask: torch.Tensor | None = None, ke
 
 
 def _amax_or_minus_inf(x: torch.Tensor, dims) -> torch.Tensor:
-    """``torch.amax(x, dims, keepdim=True)``, and -inf (the max of nothing) where the dims are
-    empty, which ``amax`` refuses (an empty batch's (0, 0) similarity matrix)."""
-    if x.numel():  # then no dim is empty
+    """``torch.amax(x, dims, keepdim=True)``, and for an empty ``x`` -inf (the max of nothing)
+    in that shape, which is empty unless the dims are: ``amax`` refuses empty dims (an empty
+    batch's (0, 0) similarity matrix)."""
+    if x.numel():
         return torch.amax(x, dim=dims, keepdim=True)
     reduced = {d % x.dim() for d in ((dims,) if isinstance(dims, int) else dims)}
-    if all(x.shape[d] for d in reduced):
-        return torch.amax(x, dim=dims, keepdim=True)
     return x.new_full([1 if i in reduced else n for i, n in enumerate(x.shape)], float("-inf"))
 
 

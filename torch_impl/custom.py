@@ -237,7 +237,8 @@ def _mse_loss_per_sample(input, target, reduction="mean"):
         return F.mse_loss(input, target, reduction="sum") / input.shape[0]
     if reduction == "sum":
         return F.mse_loss(input, target, reduction="sum")
-    return F.mse_loss(input, target, reduction="none").reshape(input.shape[0], math.prod(input.shape[1:])).sum(dim=1)
+    squared = F.mse_loss(input, target, reduction="none")
+    return squared.reshape(input.shape[0], math.prod(input.shape[1:])).sum(dim=1)
 
 
 builtin("batch_sum_squared_error", _mse_loss_per_sample)
