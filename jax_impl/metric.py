@@ -459,14 +459,31 @@ def _circle_fwd(y_true, y_pred, ref_labels, ref_embeddings, remove_diagonal, gam
     return value, (y_true, y_pred, ref_labels, ref_embeddings)
 
 
+def _masked_softmax(x, mask):
+    """The softmax along rows of the entries ``mask`` keeps (0 elsewhere, and in a row that keeps
+    none), normalised by its own sum, not as exp(x - logsumexp). Under ``jax.jit`` XLA computes
+    circle's exponents (products of 1e13 to 1e17 at float32 embeddings of norm 1e4) again inside
+    each fusion that reads them, and ``x - lse`` became one multiply-add: the exact product, not
+    the rounded one the logsumexp saw, so the largest term was off by an ulp (4e6 to 7e10) and
+    its exp 0 or inf (NaN gradients in 5 of circle's 6 float32 cases at 1e4). With a select
+    between the product and the difference, as in ``masked_logsumexp``, whose values were right,
+    none (``tests/test_fuzz.py::test_float32_far_out``)."""
+    xm = jnp.where(mask, x, -jnp.inf)
+    m = jnp.max(xm, axis=1, keepdims=True, initial=-jnp.inf)
+    kept = jnp.any(mask, axis=1, keepdims=True)
+    e = jnp.exp(xm - jnp.where(kept, m, 0.0))
+    s = e.sum(1, keepdims=True)
+    return e / jnp.where(kept, s, 1.0)
+
+
 def _circle_bwd(remove_diagonal, gamma, margin, reduction, residuals, cotangent):
     y_true, y_pred, ref_labels, ref_embeddings = residuals
     S, D, posf, negf, wp, wn, a, b, lse_a, lse_b, valid, z = _circle_parts(
         y_true, y_pred, ref_labels, ref_embeddings, remove_diagonal, gamma, margin)
     g = jnp.broadcast_to(reduce_vjp(cotangent, reduction, z.size), z.shape)
     sig = jnp.where(valid, jax.nn.sigmoid(z), 0.0)
-    alpha = jnp.where(posf > 0, jnp.exp(a - lse_a[:, None]), 0.0)
-    beta = jnp.where(negf > 0, jnp.exp(b - lse_b[:, None]), 0.0)
+    alpha = _masked_softmax(a, posf > 0)
+    beta = _masked_softmax(b, negf > 0)
     da = gamma * (wp - _slope((margin + D) * posf) * posf * (margin - D))
     db = -gamma * (wn + _slope((1.0 + margin - D) * negf) * negf * (1.0 - margin - D))
     G = -(g * sig)[:, None] * _slope(1.0 - S) * (alpha * da + beta * db)

@@ -975,9 +975,8 @@ def softmax_cross_entropy_with_integer_labels_vjp(cotangent, logits, labels, axi
     x, w, perm = _label_layout(logits, axis, where)
     lse, _ = masked_logsumexp(x, -1, w)
     kept = _keeps_any(w, -1)
-    p = np.exp(x - np.where(kept, lse, 0.0))
-    if w is not None:
-        p = np.where(w, p, 0.0)
+    # A dropped logit is exp(-inf) = 0, not its own exp, which may overflow (a padding's).
+    p = np.exp(x - lse if w is None else np.where(w, x - lse, -np.inf))
     d = p - np.eye(x.shape[-1])[labels]
     g = np.broadcast_to(reduce_vjp(cotangent, reduction, labels.size), labels.shape)[..., None]
     d = np.where(kept, d * g, 0.0)

@@ -508,6 +508,74 @@ def test_an_empty_batch(name):
     assert not failures, f"{len(failures)} disagreement(s) on an empty batch:\n\n" + "\n\n".join(failures)
 
 
+# -- float32 far out ----------------------------------------------------------------------
+
+FAR_OUT = 1e4  # the quality bar's edge: logits of +-1e4 in float32
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def float32_cases():
+    """(loss, case) for every case that admits float32; the first of each loss in the quick
+    tier, the rest ``slow`` (run by the report)."""
+    for name in reference.names():
+        spec = reference.get(name)
+        admitted = [c for c in spec.matrix_cases if c.dtypes is None or "float32" in c.dtypes]
+        for i, case in enumerate(admitted):
+            yield pytest.param(name, case.name, marks=[pytest.mark.slow] if i else [],
+                               id=f"{name}-{case.name}")
+
+
+@pytest.mark.parametrize("name, case_name", list(float32_cases()))
+def test_float32_far_out(name, case_name):
+    """The case in float32 with every input that gets a gradient multiplied by 1e4: wherever the
+    reference's value or gradient (float64, from the same float32 inputs) is finite and within
+    float32's range, every implementation's is finite. Agreement is not asked: at 1e4 a float32
+    input carries an absolute error of 5e-4, which a loss can amplify (a difference of close
+    distances); a non-finite number is a failure of the formula, not of the precision."""
+    spec = reference.get(name)
+    reduction = spec.case_reductions(spec.case(case_name))[0]
+    d = scaled(spec, matrix.draw(spec, case_name, reduction, "float32"), FAR_OUT)  # stays float32
+    names = spec.gradient_names(d.kw)
+    try:
+        with np.errstate(over="ignore", divide="ignore", invalid="ignore"):  # exp(1e4): the true value is inf
+            want_value, want_grads = matrix.expected(spec, d)
+    except (ValueError, TypeError, IndexError, FloatingPointError, OverflowError) as e:
+        pytest.skip(f"outside the domain at {FAR_OUT:g}: the reference refuses it ({type(e).__name__}: {e})")
+    failures = []
+    for variant in matrix.VARIANTS:
+        if matrix.Cell(name, case_name, reduction, variant, "float32").xfail_reason:
+            continue
+        torch_side = matrix.FRAMEWORK_OF[variant] == "torch"
+        run = matrix.run_torch if torch_side else matrix.run_jax  # JAX under jax.jit, as XLA fuses it
+        try:
+            value, grads = run(matrix.implementation(variant, name), spec, d, "cpu")
+        except Exception as e:  # noqa: BLE001  (the reference took the input: an error is a finding)
+            failures.append(f"{variant}: raised {type(e).__name__}: {e}")
+            continue
+        for what, got, want in [("value", value, want_value)] + list(zip((f"grad[{n}]" for n in names), grads,
+                                                                          want_grads)):
+            lost = (np.abs(want) <= FLOAT32_MAX) & ~np.isfinite(got)
+            if np.any(lost):
+                at = tuple(int(i) for i in np.argwhere(lost)[0])
+                failures.append(f"{variant}: {what} is {got[at]} at {at} where the reference's is {want[at]:.6g} "
+                                f"({int(lost.sum())} of {lost.size} entries); reproduce with:\n"
+                                + far_out_reproducer(name, case_name, reduction, variant))
+    assert not failures, f"{name} [{case_name}] {reduction}, float32 at {FAR_OUT:g}:\n" + "\n".join(failures)
+
+
+def far_out_reproducer(name: str, case_name: str, reduction: str, variant: str) -> str:
+    package = "torch_impl" if matrix.FRAMEWORK_OF[variant] == "torch" else "jax_impl"
+    return (f"import numpy as np\nimport reference, {package}\nfrom reports import matrix\n"
+            f"spec = reference.get({name!r})\n"
+            f"d = matrix.draw(spec, {case_name!r}, {reduction!r}, 'float32')\n"
+            f"names = spec.gradient_names(d.kw)  # times {FAR_OUT:g}\n"
+            f"d.inputs = tuple(x * {FAR_OUT!r} if n in names else x for n, x in zip(spec.inputs, d.inputs))\n"
+            f"d.kw = {{k: v * {FAR_OUT!r} if k in names else v for k, v in d.kw.items()}}\n"
+            f"want_value, want_grads = matrix.expected(spec, d)  # the reference\n"
+            f"value, grads = matrix.run_{'torch' if package == 'torch_impl' else 'jax'}"
+            f"({package}.get({name!r}, {variant!r}), spec, d, 'cpu')\n")
+
+
 # -- the fuzzer itself ---------------------------------------------------------------------
 
 @pytest.mark.parametrize("name", reference.names())
