@@ -775,16 +775,29 @@ def _binary_focal_parts(y_true, y_pred, apply_class_balancing, alpha, gamma, fro
     # log(clip(1 - p)) == log(1 - clip(p)), Keras's, without its float32 rounding of 1 - p
     bce = -(y * _clipped_log(p) + (1.0 - y) * _clipped_log(q))
     m = y * q + (1.0 - y) * p
+    log_m = _log_one_minus_pt(y, y_pred) if from_logits and gamma != 0 else None
+    if gamma == 0:
+        focal = 1.0
+    elif from_logits:  # the same number, with a derivative that stays finite where the sigmoid saturates
+        focal = jnp.exp(gamma * log_m)
+    else:
+        focal = m ** gamma
     weight = y * alpha + (1.0 - y) * (1.0 - alpha) if apply_class_balancing else 1.0
-    return y, p, q, bce, m, weight
+    return y, p, q, bce, m, log_m, focal, weight
+
+
+def _log_one_minus_pt(y, x):
+    """log(1 - p_t) from the log-sigmoids, as the reference's ``_log_one_minus_pt``: finite, with
+    a finite derivative, where sigmoid(x) rounds to 0 or 1 against a hard label (1 - p_t = 0)."""
+    return jnp.logaddexp(jax.nn.log_sigmoid(x) + jnp.log1p(-y), jax.nn.log_sigmoid(-x) + jnp.log(y))
 
 
 def binary_focal_crossentropy(y_true, y_pred, apply_class_balancing=False, alpha=0.25, gamma=2.0,
                               from_logits=False, label_smoothing=0.0, axis=-1, reduction="none"):
     """Keras's binary focal cross entropy, clipped at 1e-7, averaged along ``axis``."""
-    _, _, _, bce, m, weight = _binary_focal_parts(y_true, y_pred, apply_class_balancing, alpha, gamma, from_logits,
-                                                  label_smoothing)
-    return reduce((weight * m ** gamma * bce).mean(_optax_axes(axis, y_pred.ndim)), reduction)
+    _, _, _, bce, _, _, focal, weight = _binary_focal_parts(y_true, y_pred, apply_class_balancing, alpha, gamma,
+                                                            from_logits, label_smoothing)
+    return reduce((weight * focal * bce).mean(_optax_axes(axis, y_pred.ndim)), reduction)
 
 
 def _bfc_fwd(y_true, y_pred, apply_class_balancing, alpha, gamma, from_logits, label_smoothing, axis, reduction):
@@ -796,20 +809,21 @@ def _bfc_fwd(y_true, y_pred, apply_class_balancing, alpha, gamma, from_logits, l
 def _bfc_bwd(apply_class_balancing, alpha, gamma, from_logits, label_smoothing, axis, reduction, residuals,
              cotangent):
     y_true, y_pred = residuals
-    y, p, q, bce, m, weight = _binary_focal_parts(y_true, y_pred, apply_class_balancing, alpha, gamma, from_logits,
-                                                  label_smoothing)
+    y, p, q, bce, m, log_m, focal, weight = _binary_focal_parts(y_true, y_pred, apply_class_balancing, alpha, gamma,
+                                                                from_logits, label_smoothing)
     inside = (p > KERAS_EPSILON) & (p < 1.0 - KERAS_EPSILON)
-    if from_logits:  # dp/dx = p q folded in
+    if from_logits:  # dp/dx = p q folded in; m^(gamma-1) p q in logs
         d_bce = jnp.where(inside, (1.0 - y) * p - y * q, 0.0)
-        d_m = (1.0 - 2.0 * y) * p * q
+        m_power = (gamma - 1.0) * log_m if gamma != 1 else 0.0  # m^0 = 1 where log m is -inf
+        d_focal = (gamma * (1.0 - 2.0 * y) * jnp.exp(m_power + jax.nn.log_sigmoid(y_pred) + jax.nn.log_sigmoid(-y_pred))
+                   if gamma != 0 else 0.0)
     else:
         d_bce = jnp.where(inside, (1.0 - y) / q - y / p, 0.0)
-        d_m = 1.0 - 2.0 * y
-    d_focal = gamma * m ** (gamma - 1.0) * d_m if gamma != 0 else 0.0
+        d_focal = gamma * m ** (gamma - 1.0) * (1.0 - 2.0 * y) if gamma != 0 else 0.0
     axes = _optax_axes(axis, y_pred.ndim)
     n = math.prod(y_pred.shape[a] for a in axes)  # the elements each mean is over (an empty batch has none)
     g = _per_example_cotangent(cotangent, reduction, _class_numel(y_pred.shape, axes), axes) / n
-    return None, weight * (d_focal * bce + m ** gamma * d_bce) * g
+    return None, weight * (d_focal * bce + focal * d_bce) * g
 
 
 binary_focal_crossentropy_custom_vjp = jax.custom_vjp(binary_focal_crossentropy, nondiff_argnums=(2, 3, 4, 5, 6, 7, 8))

@@ -2077,9 +2077,24 @@ def _binary_focal_parts(y_true, y_pred, apply_class_balancing, alpha, gamma, fro
     log_q, _ = _clipped_log(q)
     bce = -(y * log_p + (1.0 - y) * log_q)
     one_minus_pt = y * q + (1.0 - y) * p      # 1 - p_t, with Keras's unclipped p
-    focal = one_minus_pt ** gamma
+    log_one_minus_pt = _log_one_minus_pt(y, y_pred) if from_logits and gamma != 0 else None
+    if gamma == 0:
+        focal = np.ones_like(one_minus_pt)
+    elif from_logits:  # the same number, with a derivative that stays finite where the sigmoid saturates
+        focal = np.exp(gamma * log_one_minus_pt)
+    else:
+        focal = one_minus_pt ** gamma
     weight = y * alpha + (1.0 - y) * (1.0 - alpha) if apply_class_balancing else 1.0
-    return y, p, q, inside, bce, one_minus_pt, focal, weight
+    return y, p, q, inside, bce, one_minus_pt, log_one_minus_pt, focal, weight
+
+
+def _log_one_minus_pt(y, x):
+    """log(1 - p_t) = log(y sigma(-x) + (1 - y) sigma(x)) from the log-sigmoids. Where the
+    sigmoid of a logit rounds to exactly 0 or 1 (|x| > 37 in float64, 17 in float32) against a
+    hard label, 1 - p_t is 0, and (1 - p_t)^gamma's derivative gamma (1 - p_t)^(gamma - 1) p q
+    is inf times 0 for gamma < 1; in logs it is finite (and 0 in the limit)."""
+    with np.errstate(divide="ignore"):  # log(0) of a hard label: that term drops out
+        return logaddexp(log_expit(x) + np.log1p(-y), log_expit(-x) + np.log(y))
 
 
 def binary_focal_crossentropy(y_true, y_pred, apply_class_balancing=False, alpha=0.25, gamma=2.0,
@@ -2099,8 +2114,8 @@ def binary_focal_crossentropy(y_true, y_pred, apply_class_balancing=False, alpha
     the last; an int, a tuple or None), as Keras's ``ops.mean``. ``y_true`` (float, integer or
     bool, cast to ``y_pred``'s dtype) is data: no gradient.
     """
-    _, _, _, _, bce, _, focal, weight = _binary_focal_parts(y_true, y_pred, apply_class_balancing, alpha, gamma,
-                                                             from_logits, label_smoothing)
+    _, _, _, _, bce, _, _, focal, weight = _binary_focal_parts(y_true, y_pred, apply_class_balancing, alpha, gamma,
+                                                                from_logits, label_smoothing)
     return reduce((weight * focal * bce).mean(_optax_axes(axis, y_pred.ndim)), reduction)
 
 
@@ -2111,17 +2126,23 @@ def binary_focal_crossentropy_vjp(cotangent, y_true, y_pred, apply_class_balanci
     .. math:: \frac{\partial \ell}{\partial p} = \frac{w}{n}\Big(\gamma\, m^{\gamma-1} (1 - 2y)\,
               \mathrm{BCE} + m^\gamma \big[\tfrac{1-y}{1-p} - \tfrac{y}{p}\big]\,[\epsilon < p < 1-\epsilon]\Big)
 
-    (the clipped logs are flat outside the clip), times :math:`p(1-p)` with ``from_logits``.
+    (the clipped logs are flat outside the clip), times :math:`p(1-p)` with ``from_logits``, where
+    :math:`m^{\gamma-1} p (1-p) = \exp((\gamma - 1) \log m + \log p + \log(1-p))` from the
+    log-sigmoids (``_log_one_minus_pt``).
     """
-    y, p, q, inside, bce, m, focal, weight = _binary_focal_parts(y_true, y_pred, apply_class_balancing, alpha,
-                                                                 gamma, from_logits, label_smoothing)
-    d_focal = gamma * m ** (gamma - 1.0) * (1.0 - 2.0 * y) if gamma != 0 else 0.0
-    with np.errstate(divide="ignore", invalid="ignore"):
-        d_bce = np.where(inside, (1.0 - y) / q - y / p, 0.0)
-    d_p = weight * (d_focal * bce + focal * d_bce)
-    if from_logits:
-        d_p = d_p * p * q
-    return (d_p * _keras_cotangent(cotangent, reduction, y_pred.shape, axis),)
+    y, p, q, inside, bce, m, log_m, focal, weight = _binary_focal_parts(y_true, y_pred, apply_class_balancing,
+                                                                        alpha, gamma, from_logits, label_smoothing)
+    if from_logits:  # in x: dp/dx = p q folded in
+        d_bce = np.where(inside, (1.0 - y) * p - y * q, 0.0)
+        m_power = (gamma - 1.0) * log_m if gamma != 1 else 0.0  # m^0 = 1 where log m is -inf (an infinite logit)
+        d_focal = (gamma * (1.0 - 2.0 * y) * np.exp(m_power + log_expit(y_pred) + log_expit(-y_pred))
+                   if gamma != 0 else 0.0)
+    else:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            d_bce = np.where(inside, (1.0 - y) / q - y / p, 0.0)
+        d_focal = gamma * m ** (gamma - 1.0) * (1.0 - 2.0 * y) if gamma != 0 else 0.0
+    d = weight * (d_focal * bce + focal * d_bce)
+    return (d * _keras_cotangent(cotangent, reduction, y_pred.shape, axis),)
 
 
 def _check_keras_pair(args: dict) -> None:
@@ -2149,21 +2170,24 @@ def check_binary_focal_crossentropy(args: dict) -> None:
 
 
 def sample_binary_focal(rng: np.random.Generator, shape=(4, 5), logits=False, hard=False, integer=False,
-                        clipped_logits=False, clipped=False):
+                        clipped_logits=False, saturated_logits=False, clipped=False):
     """``y_true`` ~ U(0, 1) (in {0, 1} with ``hard``; int64 with ``integer``) and ``y_pred``:
     probabilities in (0.02, 0.98), or logits ~ N(0, 2²) with ``logits``. ``clipped_logits``: hard
     labels, every other logit of magnitude in [20, 30] (sigmoid within 2e-9 of 0 or 1, inside
-    Keras's clip, on either side of its label). ``clipped`` (the matrix alone): every fifth
-    probability is 0, 1 or 1e-9, clipped at 1e-7 (finite differences would leave [0, 1])."""
+    Keras's clip, on either side of its label). ``saturated_logits``: the same in [800, 1000],
+    where the sigmoid is exactly 0 or 1 in float64 too (1 - p_t = 0 on the label's side).
+    ``clipped`` (the matrix alone): every fifth probability is 0, 1 or 1e-9, clipped at 1e-7
+    (finite differences would leave [0, 1])."""
     shape = tuple(shape)
     y = rng.uniform(0.0, 1.0, size=shape)
-    if hard or integer or clipped_logits:
+    if hard or integer or clipped_logits or saturated_logits:
         y = np.round(y)
-    if logits or clipped_logits:
+    if logits or clipped_logits or saturated_logits:
         x = 2.0 * rng.standard_normal(shape)
-        if clipped_logits:
+        if clipped_logits or saturated_logits:
+            low, high = (800.0, 1000.0) if saturated_logits else (20.0, 30.0)
             flat = x.reshape(-1)
-            flat[::2] = rng.uniform(20.0, 30.0, size=flat[::2].size) * rng.choice([-1.0, 1.0], size=flat[::2].size)
+            flat[::2] = rng.uniform(low, high, size=flat[::2].size) * rng.choice([-1.0, 1.0], size=flat[::2].size)
     else:
         x = rng.uniform(0.02, 0.98, size=shape)
         if clipped:
@@ -2224,6 +2248,9 @@ register(LossSpec(
              sample={"clipped_logits": True}),
         Case("from_logits, clipped sigmoids, gamma=0.5", {"from_logits": True, "gamma": 0.5},
              sample={"clipped_logits": True}),
+        # 1 - p_t = 0, where (1 - p_t)^gamma's derivative gamma (1 - p_t)^(gamma - 1) p q was inf times 0
+        Case("from_logits, saturated sigmoids (|logits| in [800, 1000]), gamma=0.5",
+             {"from_logits": True, "gamma": 0.5}, sample={"saturated_logits": True}),
         Case("hard labels", sample={"hard": True}),
         Case("integer y_true", sample={"integer": True}),
         Case("axis=0", {"axis": 0}),

@@ -23,7 +23,7 @@ import optax
 import pytest
 import torch
 import torch.nn.functional as F
-from scipy.special import log_softmax, logsumexp, softmax
+from scipy.special import expit, log_softmax, logsumexp, softmax
 
 import reference
 from jax_impl.core import keras
@@ -908,7 +908,7 @@ def _keras_binary_focal(y, x, upper, apply_class_balancing=False, alpha=0.25, ga
     y = y.astype(np.float64)
     if label_smoothing:
         y = y * (1.0 - label_smoothing) + 0.5 * label_smoothing
-    p = 1.0 / (1.0 + np.exp(-x)) if from_logits else x
+    p = expit(x) if from_logits else x
     output = np.clip(p, 1e-7, upper)
     bce = -(y * np.log(output) + (1.0 - y) * np.log(1.0 - output))
     p_t = y * p + (1 - y) * (1 - p)
@@ -941,7 +941,7 @@ def test_binary_focal_crossentropy_against_keras(case):
     y64, x64 = as64((y, x))
     ours = ref("binary_focal_crossentropy", y64, x64, **kw)
     close32(theirs, _keras_binary_focal(y64, x64, FLOAT32_UPPER_CLIP, **kw))
-    p = 1 / (1 + np.exp(-x64)) if kw.get("from_logits") else x64
+    p = expit(x64) if kw.get("from_logits") else x64
     weight = 1 - y64 if not kw.get("label_smoothing") else np.ones_like(y64)
     at_upper = ((p >= 1 - 1e-7) & (weight > 0)).any(kw.get("axis", -1))
     if at_upper.any():
@@ -956,7 +956,7 @@ def test_binary_focal_crossentropy_at_gamma_0_is_keras_binary_crossentropy(eps, 
     case = "from_logits" if from_logits else "default"
     (y, x), _ = draw_case("binary_focal_crossentropy", case)
     ours = ref("binary_focal_crossentropy", y, x, gamma=0.0, label_smoothing=eps, from_logits=from_logits)
-    p = 1 / (1 + np.exp(-x)) if from_logits else x
+    p = expit(x) if from_logits else x
     close(ref("binary_cross_entropy", np.clip(p, 1e-7, 1 - 1e-7), y * (1 - eps) + 0.5 * eps).mean(-1), ours)
     (y, x), _ = draw_case("binary_focal_crossentropy", case, np.float32)
     theirs = keras().losses.binary_crossentropy(y, x, label_smoothing=eps, from_logits=from_logits)
