@@ -1,0 +1,102 @@
+"""torch's implementations on tensors that are not contiguous, generated from the registry.
+
+A user's tensors are often views: a transpose, a slice of a larger batch, every other column.
+Code that calls ``.view``, writes in place, or assumes a row-major layout can fail on them or,
+worse, read the wrong elements. PyTorch's OpInfo tests run each operator on non-contiguous
+samples for this reason; here every case of every loss, in float64, under each of its
+reductions, runs the ``module`` and ``function`` variants on its arrays (inputs, array
+hyperparameters and the cotangent) laid out as
+
+- ``permuted``: the dims stored in reverse order (dense, strides reversed: ``x.T`` in 2-D), for
+  arrays of two or more dims not of size 1;
+- ``strided``: every other element of a buffer twice as long along the last dim (``x[..., ::2]``
+  of a larger tensor: not dense),
+
+and the value and every gradient must equal the contiguous call's within 1e-10 (the same
+operations; only a reduction's order of summation may differ). The differentiable inputs keep
+their layout (a ``detach``, not a ``clone``, which would make a strided tensor contiguous).
+JAX has no layouts to vary: its arrays are always dense and row-major.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import reference
+from reports import matrix
+
+LAYOUTS = ("permuted", "strided")
+RTOL, ATOL = 1e-10, 1e-12
+
+
+def relayout(t, layout: str):
+    """``t`` copied into ``layout``; ``t`` itself where that layout would be contiguous anyway (a
+    0-d or one-element tensor; a permutation of a 1-D one, or of dims of size 1), or where
+    ``t`` is not a tensor."""
+    if not isinstance(t, torch.Tensor) or t.numel() < 2:
+        return t
+    if layout == "permuted":
+        order = tuple(reversed(range(t.dim())))
+        out = torch.empty(tuple(reversed(t.shape)), dtype=t.dtype, device=t.device).permute(order)
+    else:
+        out = torch.empty(t.shape + (2,), dtype=t.dtype, device=t.device)[..., 0]
+    if out.is_contiguous():
+        return t
+    return out.copy_(t)
+
+
+def run_in_layout(fn, spec, d: matrix.Drawn, layout: str | None):
+    """``matrix.run_torch`` with every array in ``layout`` (None: as drawn, contiguous)."""
+    arrays, kw = matrix.torch_arrays(d)
+    cotangent = matrix.to_torch(d.cotangent)
+    if layout is not None:
+        arrays = [relayout(a, layout) for a in arrays]
+        kw = {k: relayout(v, layout) for k, v in kw.items()}
+        cotangent = relayout(cotangent, layout)
+    call, primals = matrix.on_differentiable(fn, spec, arrays, kw)
+    diff = [p.detach().requires_grad_(True) for p in primals]
+    out = call(*diff)
+    grads = torch.autograd.grad(out, diff, cotangent, allow_unused=True)
+    return (out.detach().numpy(),
+            tuple(np.zeros(tuple(t.shape)) if g is None else g.numpy() for g, t in zip(grads, diff)))
+
+
+def reproducer(name: str, case: str, reduction: str, variant: str, layout: str) -> str:
+    return ("import reference, torch_impl\nfrom reports import matrix\nfrom tests.test_layouts import run_in_layout\n"
+            f"spec = reference.get({name!r})\n"
+            f"d = matrix.draw(spec, {case!r}, {reduction!r}, 'float64')\n"
+            f"fn = torch_impl.get({name!r}, {variant!r})\n"
+            f"run_in_layout(fn, spec, d, {layout!r}), run_in_layout(fn, spec, d, None)")
+
+
+@pytest.mark.parametrize("name", reference.names())
+def test_non_contiguous_inputs(name):
+    spec = reference.get(name)
+    failures, compared = [], 0
+    for case in spec.matrix_cases:
+        if case.dtypes is not None and "float64" not in case.dtypes:
+            continue
+        for reduction in spec.case_reductions(case):
+            d = matrix.draw(spec, case.name, reduction, "float64")
+            for variant in matrix.FRAMEWORKS["torch"]:
+                fn = matrix.implementation(variant, name)
+                want_value, want_grads = run_in_layout(fn, spec, d, None)
+                for layout in LAYOUTS:
+                    where = f"[{case.name}] {reduction} {variant}, {layout}"
+                    try:
+                        value, grads = run_in_layout(fn, spec, d, layout)
+                    except Exception as e:  # noqa: BLE001  (the contiguous call took it: an error is a finding)
+                        failures.append(f"{where}: raised {type(e).__name__}: {e}\n"
+                                        + reproducer(name, case.name, reduction, variant, layout))
+                        continue
+                    compared += 1
+                    for what, got, want in [("value", value, want_value)] + [
+                            (f"grad {i}", g, w) for i, (g, w) in enumerate(zip(grads, want_grads))]:
+                        if not matrix.close(got, want, RTOL, ATOL):
+                            a, r = matrix.errors(got, want)
+                            failures.append(f"{where}: {what} differs from the contiguous call's (abs {a:.3g}, "
+                                            f"rel {r:.3g})\n" + reproducer(name, case.name, reduction, variant, layout))
+    assert compared, f"{name}: no case in float64"
+    assert not failures, f"{name} on non-contiguous tensors:\n" + "\n".join(failures)
