@@ -788,7 +788,7 @@ def _binary_focal_parts(y_true, y_pred, apply_class_balancing, alpha, gamma, fro
 
 def _log_one_minus_pt(y, x):
     """log(1 - p_t) from the log-sigmoids, as the reference's ``_log_one_minus_pt``: finite, with
-    a finite derivative, where sigmoid(x) rounds to 0 or 1 against a hard label (1 - p_t = 0)."""
+    a finite derivative, where the sigmoid on a hard label's other side underflows (1 - p_t = 0)."""
     return jnp.logaddexp(jax.nn.log_sigmoid(x) + jnp.log1p(-y), jax.nn.log_sigmoid(-x) + jnp.log(y))
 
 
