@@ -19,7 +19,8 @@ One row per loss x variant x device, in float32, on the loss's default case with
   the median of the later ones: Dynamo's tracing, AOTAutograd and inductor's code
   generation for the forward and the backward, with torch's on-disk caches as they stand
   (a second run finds them warm and compiles faster). ``torch._dynamo.reset()`` comes
-  before each loss, so every loss compiles afresh in the process.
+  before each loss, so every loss compiles afresh in the process. The first compiled call's
+  value and gradients must equal the eager module's (the matrix's tolerance): else no time.
 * JAX: ``jax.jit`` of the forward and of the forward plus its VJP, compiled apart
   with ``.lower(...).compile()`` (``compile_ms`` is that time, tracing included, for
   the forward plus VJP), then a warm-up and the median of blocks of calls, each call
@@ -541,7 +542,10 @@ def _torch_calls(fn, spec, d: matrix.Drawn, device: str):
 
 def time_torch_compiled(module_call, spec, d: matrix.Drawn, device: str, budget: Budget) -> tuple[float, float, str]:
     """``torch.compile`` of the ``module`` variant's ``nn.Module``: (compile ms, median ms of
-    the compiled forward + backward, a note on graph breaks)."""
+    the compiled forward + backward, a note on graph breaks). The first compiled call's value
+    and gradients are held to the eager module's within the matrix's tolerance for the dtype
+    (inductor fuses and reorders); where they differ, the note says by how much and both
+    times are NaN: a time of something that computes another loss is no yardstick."""
     from torch._dynamo.utils import counters
     arrays, kw, positions, params, diff, cotangent, _ = _torch_setup(spec, d, device)
     inputs = list(arrays)
@@ -550,16 +554,21 @@ def time_torch_compiled(module_call, spec, d: matrix.Drawn, device: str, budget:
     module_kw = {**kw, **dict(zip(params, diff[len(positions):]))}
     torch._dynamo.reset()
     counters.clear()
-    compiled = torch.compile(module_call.module_class(**module_kw))
+    eager = module_call.module_class(**module_kw)
+    compiled = torch.compile(eager)
 
-    def forward_backward():
-        out = compiled(*inputs)
-        return torch.autograd.grad(out, diff, cotangent.to(out.dtype), allow_unused=True)
+    def forward_backward(module=compiled):
+        out = module(*inputs)
+        return out, torch.autograd.grad(out, diff, cotangent.to(out.dtype), allow_unused=True)
 
     start = time.perf_counter()
-    forward_backward()
+    got = forward_backward()
     _sync(device)
     first = (time.perf_counter() - start) * 1e3
+    disagreement = _compiled_disagreement(got, forward_backward(eager), str(d.cotangent.dtype))
+    if disagreement:
+        torch._dynamo.reset()
+        return math.nan, math.nan, f"torch.compile disagrees with the eager module: {disagreement}; not timed"
     median, _ = _torch_median_ms(forward_backward, device, budget)
     graphs, breaks = counters["stats"].get("unique_graphs", 0), sum(counters["graph_break"].values())
     note = ""
@@ -568,6 +577,23 @@ def time_torch_compiled(module_call, spec, d: matrix.Drawn, device: str, budget:
                 f"break{'s' if breaks != 1 else ''}" + (" (it ran eagerly)" if not graphs else ""))
     torch._dynamo.reset()  # drop the compiled code and its guards on these inputs
     return max(first - median, 0.0), median, note
+
+
+def _compiled_disagreement(got, want, dtype: str) -> str:
+    """Where the compiled ``(value, grads)`` differ from the eager ones beyond the matrix's
+    tolerance for ``dtype``: the first such tensor and its largest errors ("" if none)."""
+    rtol, atol = matrix.TOLERANCES[dtype]
+    names = ["value"] + [f"grad {i}" for i in range(len(got[1]))]
+    for name, g, w in zip(names, (got[0], *got[1]), (want[0], *want[1])):
+        if (g is None) != (w is None):
+            return f"{name}: {'no gradient' if g is None else 'a gradient'} where eager has {'one' if g is None else 'none'}"
+        if g is None:
+            continue
+        g, w = g.detach().cpu().double().numpy(), w.detach().cpu().double().numpy()
+        if not matrix.close(g, w, rtol, atol):
+            a, r = matrix.errors(g, w)
+            return f"{name} abs err {a:.3g}, rel err {r:.3g} (rtol={rtol}, atol={atol})"
+    return ""
 
 
 def time_torch_all(fns: dict, spec, d: matrix.Drawn, device: str, budget: Budget) -> dict:

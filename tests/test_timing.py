@@ -17,6 +17,7 @@ import pandas as pd
 import pytest
 
 import reference
+import torch_impl
 from reports import bench, cli, memory, system, timing
 
 TINY = replace(timing.QUICK, min_run_time=0.001, block_time=1e-4)
@@ -47,6 +48,31 @@ def test_timings_rows_have_every_column_and_the_machine(mse_rows):
         assert r["fwd_bwd_iqr_ms"] >= 0 or math.isnan(r["fwd_bwd_iqr_ms"])
     jax_row = next(r for r in mse_rows if r["framework"] == "jax")
     assert _positive(jax_row["compile_ms"]) and jax_row["compiled_fwd_bwd_ms"] == jax_row["fwd_bwd_ms"]
+
+
+def _mse_call_and_draw():
+    spec = reference.get("mse_loss")
+    case = spec.cases[0]
+    return spec, timing.draw(spec, case, timing.sizes_for(spec, case, TINY))
+
+
+def test_a_compiled_module_that_disagrees_with_eager_is_not_timed(monkeypatch):
+    """torch.compile's first call is held to the eager module's value and gradients: one that
+    computes another loss (here 1% more) gets a note saying by how much and no times."""
+    import torch
+    spec, d = _mse_call_and_draw()
+    monkeypatch.setattr(torch, "compile", lambda module: (lambda *inputs: module(*inputs) * 1.01))
+    compile_ms, median, note = timing.time_torch_compiled(torch_impl.get("mse_loss", "module"), spec, d, "cpu", TINY)
+    assert math.isnan(compile_ms) and math.isnan(median)
+    assert note.startswith("torch.compile disagrees with the eager module: value abs err"), note
+
+
+def test_a_compiled_module_that_agrees_is_timed(monkeypatch):
+    import torch
+    spec, d = _mse_call_and_draw()
+    monkeypatch.setattr(torch, "compile", lambda module: module)  # inductor itself is timed by the report
+    compile_ms, median, note = timing.time_torch_compiled(torch_impl.get("mse_loss", "module"), spec, d, "cpu", TINY)
+    assert compile_ms >= 0 and _positive(median) and note == "torch.compile: 0 graphs, 0 graph breaks (it ran eagerly)"
 
 
 def test_bandwidth_columns_are_positive_and_consistent(mse_rows):
