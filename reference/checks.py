@@ -195,6 +195,13 @@ def nonnegative(name: str, value) -> None:
         raise ValueError(f"{name} must be a non-negative number; got {value!r}")
 
 
+def finite_nonnegative(name: str, value) -> None:
+    """A non-negative number that is not inf: a smoothing term, a weight or a margin that an
+    infinity would turn into inf - inf or inf / inf, NaN, in every implementation."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 <= value < math.inf:
+        raise ValueError(f"{name} must be a finite non-negative number; got {value!r}")
+
+
 def in_interval(name: str, value, low: float, high: float) -> None:
     if not isinstance(value, (int, float)) or isinstance(value, bool) or not (low <= value <= high):
         raise ValueError(f"{name} must be a number in [{low}, {high}]; got {value!r}")

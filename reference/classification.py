@@ -2367,7 +2367,7 @@ def check_categorical_focal_crossentropy(args: dict) -> None:
     if isinstance(alpha, (list, tuple, np.ndarray)):
         raise TypeError(f"alpha must be a number (a per-class list is not taken: see the recorded difference); "
                         f"got {alpha!r}")
-    checks.nonnegative("alpha", alpha)
+    checks.finite_nonnegative("alpha", alpha)  # inf: inf times a 0 focal factor
     checks.nonnegative("gamma", args["gamma"])
     checks.in_interval("label_smoothing", args["label_smoothing"], 0.0, 1.0)
     axis = args["axis"]
@@ -2439,6 +2439,7 @@ register(LossSpec(
         BadInput("negative y_pred without from_logits", replace_input(1, lambda xs: xs[1] - 1.0), ValueError,
                  "y_pred"),
         BadInput("negative alpha", set_param("alpha", lambda xs: -0.25), ValueError, "alpha"),
+        BadInput("infinite alpha", set_param("alpha", lambda xs: float("inf")), ValueError, "alpha"),
         BadInput("per-class alpha list", set_param("alpha", lambda xs: [0.25] * xs[1].shape[-1]), TypeError,
                  "alpha"),
         BadInput("axis out of range", set_param("axis", lambda xs: 2), ValueError, "axis"),

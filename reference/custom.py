@@ -396,7 +396,7 @@ def check_contrastive(args):
     checks.same_dtype(x1, x2)
     checks.same_dtype(x1, y)
     checks.values_in(y, (0.0, 1.0), "pair labels (0 similar, 1 dissimilar, as in the paper)")
-    checks.nonnegative("margin", args["margin"])
+    checks.finite_nonnegative("margin", args["margin"])  # inf: inf - inf
 
 
 register(LossSpec(
@@ -426,6 +426,7 @@ register(LossSpec(
                  ValueError, "y"),
         BadInput("label 0.5 in y", replace_input(2, lambda xs: np.full_like(xs[2], 0.5)), ValueError, "y"),
         BadInput("negative margin", set_param("margin", lambda xs: -1.0), ValueError, "margin"),
+        BadInput("infinite margin", set_param("margin", lambda xs: float("inf")), ValueError, "margin"),
     ),
 ))
 

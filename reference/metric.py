@@ -328,8 +328,8 @@ def check_triplet(args: dict) -> None:
     checks.ndim_in(args["anchor"], (1, 2), "(N, D) or unbatched (D,)")
     _positive("p", args["p"], " (the norm degree lies in (0, inf])")
     eps = _number("eps", args["eps"])
-    if eps < 0:
-        raise ValueError(f"eps must be non-negative; got {eps!r}")
+    if not 0 <= eps < math.inf:
+        raise ValueError(f"eps must be a finite non-negative number; got {eps!r}")
 
 
 def _norm_clear(v, p) -> bool:
@@ -564,6 +564,7 @@ register(LossSpec(
         BadInput("zero p", set_param("p", lambda xs: 0), ValueError, "p"),
         BadInput("negative p", set_param("p", lambda xs: -1.0), ValueError, "p"),
         BadInput("negative eps", set_param("eps", lambda xs: -1e-6), ValueError, "eps"),
+        BadInput("infinite eps", set_param("eps", lambda xs: float("inf")), ValueError, "eps"),
     ),
     builtins={"torch": "torch.nn.functional.triplet_margin_loss",
               "optax": "optax.losses.triplet_margin_loss (even p, eps=0, no swap)"},
@@ -1294,6 +1295,8 @@ def check_circle(args: dict) -> None:
                          "labels them: give ref_labels")
     checks.boolean("remove_diagonal", args["remove_diagonal"])
     _positive("gamma", args["gamma"], " (the scale of the similarities)")
+    if math.isinf(args["gamma"]):  # the logsumexps would be inf - inf
+        raise ValueError(f"gamma must be finite; got {args['gamma']!r}")
     checks.finite_number("margin", args["margin"])
 
 
@@ -1377,6 +1380,7 @@ register(LossSpec(
         BadInput("float ref_labels", set_param("ref_labels", lambda xs: xs[0].astype(np.float64)), TypeError,
                  "ref_labels"),
         BadInput("zero gamma", set_param("gamma", lambda xs: 0.0), ValueError, "gamma"),
+        BadInput("infinite gamma", set_param("gamma", lambda xs: float("inf")), ValueError, "gamma"),
         BadInput("infinite margin", set_param("margin", lambda xs: float("inf")), ValueError, "margin"),
         BadInput("non-boolean remove_diagonal", set_param("remove_diagonal", lambda xs: 1), TypeError,
                  "remove_diagonal"),

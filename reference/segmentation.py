@@ -134,7 +134,7 @@ _CHANNEL_RULE = ", or be one dimension short of it, or one longer with a trailin
 
 def _check_optax_common(args: dict, probabilities_flag: str) -> None:
     checks.reduction(args["reduction"])
-    checks.nonnegative("smooth", args["smooth"])
+    checks.finite_nonnegative("smooth", args["smooth"])  # inf: inf / inf
     checks.boolean(probabilities_flag, args[probabilities_flag])
     checks.within(args["targets"], 0.0, 1.0, "labels or probabilities")
     if not args[probabilities_flag]:
@@ -541,6 +541,7 @@ _PAIR_BAD_INPUTS = (
     BadInput("targets above 1", replace_input(1, lambda xs: xs[1] + 1.0), ValueError, "targets"),
     BadInput("negative targets", replace_input(1, lambda xs: xs[1] - 1.0), ValueError, "targets"),
     BadInput("negative smooth", set_param("smooth", lambda xs: -1.0), ValueError, "smooth"),
+    BadInput("infinite smooth", set_param("smooth", lambda xs: float("inf")), ValueError, "smooth"),
     BadInput("0-d inputs", lambda xs, kw: ((xs[0].reshape(-1)[0], xs[1].reshape(-1)[0]), kw), ValueError,
              "predictions"),
 )
