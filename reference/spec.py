@@ -294,7 +294,23 @@ class LossSpec:
         if unknown:
             raise TypeError(f"{self.name}() got unexpected keyword argument(s) {unknown}; "
                             f"its hyperparameters are {list(defaults)}")
-        return {**defaults, **kw}
+        return {**defaults, **self.python_scalars(kw)}
+
+    def python_scalars(self, kw: dict) -> dict:
+        """``kw`` with each NumPy scalar hyperparameter (``np.float32(0.5)``, ``np.int64(1)``,
+        ``np.bool_``, also inside a tuple) as the Python number it holds, as the torch built-ins
+        take them: the checks ask for Python numbers, torch's ops for numbers, and in JAX a NumPy
+        scalar is not weakly typed (``np.float64(0.5) * x`` is float64 for a float32 ``x``).
+        ``kw`` itself where there is none (the common case: no copy)."""
+        out = None
+        for k, v in kw.items():
+            if isinstance(v, np.generic) or (type(v) is tuple and any(isinstance(i, np.generic) for i in v)):
+                if k in self.array_params:
+                    continue  # an array hyperparameter's own checks say what it must be
+                out = dict(kw) if out is None else out
+                out[k] = v.item() if isinstance(v, np.generic) else tuple(
+                    i.item() if isinstance(i, np.generic) else i for i in v)
+        return kw if out is None else out
 
     def xfail_reason(self, variant: str, dtype: str, case: str, reduction: str) -> str | None:
         for x in self.xfails:

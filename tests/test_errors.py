@@ -131,6 +131,62 @@ def test_shared_checks(name, package, variant):
         fn(*inputs[:-1], **kw)
 
 
+def _as_numpy_scalars(spec, kw: dict) -> dict:
+    """Every number-valued hyperparameter (and each number in a tuple) as a NumPy scalar of its
+    kind: np.float32 for a float, np.int64 for an int, np.bool_ for a bool."""
+    def numpy(v):
+        if isinstance(v, bool):
+            return np.bool_(v)
+        if isinstance(v, int):
+            return np.int64(v)
+        if isinstance(v, float):
+            return np.float32(v) if float(np.float32(v)) == v else np.float64(v)
+        if type(v) is tuple:
+            return tuple(numpy(i) for i in v)
+        return v
+    return {k: v if k in spec.array_params else numpy(v) for k, v in kw.items()}
+
+
+@pytest.mark.parametrize("name", reference.names())
+def test_numpy_scalar_hyperparameters_are_python_numbers(name):
+    """A hyperparameter given as a NumPy scalar (a config's np.float32(0.5), an axis from
+    np.argmax) is the Python number it holds to every package, as the torch built-ins take it:
+    each case's hyperparameters, all as NumPy scalars, validate to the very values the Python
+    ones do, in Python types (so the implementations receive exactly what they would have)."""
+    spec = reference.get(name)
+    for case in spec.matrix_cases:
+        inputs, kw = spec.draw(np.random.default_rng(seed_for(name, case.name)), case.name)
+        kw = {k: (v.numpy if isinstance(v, reference.PerFramework) else v) for k, v in kw.items()}
+        want = reference.validate(spec, inputs, kw)
+        numpy_kw = _as_numpy_scalars(spec, kw)
+        d = Drawn(tuple(inputs), numpy_kw, np.zeros(()))
+        arrays, torch_kw = torch_arrays(d)
+        for package, got in (("reference", reference.validate(spec, inputs, numpy_kw)),
+                             ("torch", torch_impl.core.validate(name, tuple(arrays), torch_kw))):
+            for k, v in want.items():
+                if k in spec.array_params:
+                    continue
+                assert got[k] == v and type(got[k]) is type(v), (
+                    f"{name} [{case.name}] {package}: {k}={numpy_kw[k]!r} validated to {got[k]!r}, "
+                    f"where {v!r} gives {v!r}")
+
+
+def test_numpy_scalar_hyperparameters_keep_the_dtype():
+    """End to end, where it showed: JAX promotes a float32 input with an np.float64 scalar to
+    float64 (a NumPy scalar is not weakly typed); the axis np.int64(-1) broke torch's and JAX's
+    optax ports (``'numpy.int64' object is not iterable``) while the reference took it."""
+    x = np.linspace(-2.0, 2.0, 12, dtype=np.float32).reshape(3, 4)
+    y = x[::-1].copy()
+    for variant in jax_impl.VARIANTS:
+        out = jax_impl.get("huber_loss", variant)(x, y, delta=np.float64(0.5))
+        assert out.dtype == np.float32, (variant, out.dtype)
+    p = np.full((3, 4), 0.25)
+    for make_call in (_torch, _jax):
+        for variant in PACKAGES["torch" if make_call is _torch else "jax"][1]:
+            got = make_call("kl_divergence", variant)(np.log(p), p, axis=np.int64(-1))
+            assert np.allclose(np.asarray(got), reference.loss("kl_divergence", np.log(p), p, axis=-1))
+
+
 def test_unknown_loss_suggests_close_names():
     with pytest.raises(KeyError, match="did you mean mse_loss"):
         reference.get("mse_los")

@@ -282,7 +282,7 @@ def validate(name: str, inputs: tuple, kw: dict) -> dict:
     defaults = spec.defaults
     if len(inputs) != len(spec.inputs) or not kw.keys() <= defaults.keys():
         spec.bind(inputs, kw)  # raises
-    kw = {**defaults, **kw}
+    kw = {**defaults, **spec.python_scalars(kw)}
     args = {n: describe(n, x) for n, x in zip(spec.inputs, inputs)}
     array_params = spec.array_params
     for k, v in kw.items():
