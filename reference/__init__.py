@@ -41,7 +41,7 @@ def loss(name: str, *inputs, **kw) -> np.ndarray:
     spec = get(name)
     inputs = tuple(np.asarray(x) for x in inputs)
     kw = validate(spec, inputs, _arrays(spec, kw))
-    return np.asarray(spec.forward(*inputs, **kw))
+    return np.asarray(spec.forward(*_int64(inputs), **kw))
 
 
 def vjp(name: str, *inputs_and_cotangent, cotangent=None, **kw) -> tuple:
@@ -59,12 +59,19 @@ def vjp(name: str, *inputs_and_cotangent, cotangent=None, **kw) -> tuple:
         inputs = inputs_and_cotangent
     inputs = tuple(np.asarray(x) for x in inputs)
     kw = validate(spec, inputs, _arrays(spec, kw))
+    inputs = _int64(inputs)
     cotangent = np.asarray(cotangent, dtype=np.result_type(*[x for x in inputs if x.dtype.kind == "f"]))
     expected = np.shape(spec.forward(*inputs, **kw))
     if cotangent.shape != expected:
         raise ValueError(f"cotangent must have the loss's shape {expected}; got {cotangent.shape}")
     grads = spec.vjp_fn(cotangent, *inputs, **kw)
     return tuple(np.asarray(g) for g in grads)
+
+
+def _int64(inputs: tuple) -> tuple:
+    """The integer inputs (labels, lengths) as int64, once checked: NumPy promotes an unsigned
+    integer with a signed one to float64, which cannot index (a uint8 label map's offsets)."""
+    return tuple(x.astype(np.int64) if x.dtype.kind in "iu" and x.dtype != np.int64 else x for x in inputs)
 
 
 def _arrays(spec: LossSpec, kw: dict) -> dict:

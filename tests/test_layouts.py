@@ -1,4 +1,5 @@
-"""torch's implementations on tensors that are not contiguous, generated from the registry.
+"""The implementations on inputs as users hold them, generated from the registry: tensors that
+are not contiguous, and integer labels of narrow dtypes.
 
 A user's tensors are often views: a transpose, a slice of a larger batch, every other column.
 Code that calls ``.view``, writes in place, or assumes a row-major layout can fail on them or,
@@ -16,6 +17,11 @@ and the value and every gradient must equal the contiguous call's within 1e-10 (
 operations; only a reduction's order of summation may differ). The differentiable inputs keep
 their layout (a ``detach``, not a ``clone``, which would make a strided tensor contiguous).
 JAX has no layouts to vary: its arrays are always dense and row-major.
+
+Integer inputs (class labels, CTC targets and lengths) stored as uint8 (a segmentation label
+map), int8, int16 or int32 must give what int64 gives, in the reference and all four
+implementations: torch's gather, scatter and index_select refuse uint8 and int16 indices, and
+torch's indexing reads a uint8 tensor as a mask.
 """
 
 from __future__ import annotations
@@ -100,3 +106,59 @@ def test_non_contiguous_inputs(name):
                                             f"rel {r:.3g})\n" + reproducer(name, case.name, reduction, variant, layout))
     assert compared, f"{name}: no case in float64"
     assert not failures, f"{name} on non-contiguous tensors:\n" + "\n".join(failures)
+
+
+NARROW_INTEGERS = (np.uint8, np.int8, np.int16, np.int32)
+
+
+def _integer_cases():
+    for name in reference.names():
+        spec = reference.get(name)
+        cases = []
+        for case in spec.matrix_cases:
+            if case.dtypes is not None and "float64" not in case.dtypes:
+                continue
+            d = matrix.draw(spec, case.name, spec.case_reductions(case)[0], "float64")
+            if any(x.dtype.kind in "iu" for x in d.inputs):
+                cases.append(case.name)
+        if cases:
+            yield pytest.param(name, cases, id=name)
+
+
+@pytest.mark.parametrize("name, cases", list(_integer_cases()))
+def test_narrow_integer_labels(name, cases):
+    """Every case of a loss with integer inputs, under its first reduction, with those inputs in
+    each narrower dtype that holds their values: the value and every gradient equal the int64
+    call's (within 1e-10), for the reference and both torch variants in every case, and for the
+    JAX variants in the first case as int16 (jitted: a compile per case and dtype)."""
+    spec = reference.get(name)
+    failures = []
+
+    def run(variant, drawn):
+        if variant == "reference":
+            return matrix.expected(spec, drawn)
+        fn = matrix.implementation(variant, name)
+        return (matrix.run_torch if matrix.FRAMEWORK_OF[variant] == "torch" else matrix.run_jax)(fn, spec, drawn, "cpu")
+
+    for i, case in enumerate(cases):
+        d = matrix.draw(spec, case, spec.case_reductions(spec.case(case))[0], "float64")
+        held = [x for x in d.inputs if x.dtype.kind in "iu"]
+        for variant in ["reference", *matrix.FRAMEWORKS["torch"]] + (list(matrix.FRAMEWORKS["jax"]) if i == 0 else []):
+            want_value, want_grads = run(variant, d)
+            for dtype in NARROW_INTEGERS if matrix.FRAMEWORK_OF.get(variant) != "jax" else (np.int16,):
+                info = np.iinfo(dtype)
+                if not all(x.size == 0 or (x.min() >= info.min and x.max() <= info.max) for x in held):
+                    continue
+                narrow = matrix.Drawn(tuple(x.astype(dtype) if x.dtype.kind in "iu" else x for x in d.inputs),
+                                      d.kw, d.cotangent)
+                where = f"[{case}] {variant}, integer inputs as {np.dtype(dtype).name}"
+                try:
+                    value, grads = run(variant, narrow)
+                except Exception as e:  # noqa: BLE001  (int64 takes it: an error is a finding)
+                    failures.append(f"{where}: raised {type(e).__name__}: {e}")
+                    continue
+                for what, got, want in [("value", value, want_value)] + [
+                        (f"grad {k}", g, w) for k, (g, w) in enumerate(zip(grads, want_grads))]:
+                    if not matrix.close(got, want, RTOL, ATOL):
+                        failures.append(f"{where}: {what} differs from int64's (abs, rel {matrix.errors(got, want)})")
+    assert not failures, f"{name} with narrow integer inputs:\n" + "\n".join(failures)

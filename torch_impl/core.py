@@ -299,6 +299,7 @@ class LossModule(nn.Module):
     """
 
     loss_name: str
+    label_inputs: tuple[int, ...] = ()  # the positions of the inputs that get no gradient (``widened``)
     functional = None
 
     def __init__(self, **kw):
@@ -315,7 +316,7 @@ class LossModule(nn.Module):
         if self._array_params:
             kw = {**kw, **{k: getattr(self, k) for k in self._array_params}}
         kw = validate(self.loss_name, inputs, kw)  # a new dict: the hyperparameters stay as they are
-        return type(self).functional(*inputs, **kw)
+        return type(self).functional(*widened(inputs, self.label_inputs), **kw)
 
     def extra_repr(self) -> str:
         return ", ".join(f"{k}={v!r}" for k, v in self.hyperparameters.items())
@@ -325,7 +326,8 @@ def module(name: str, class_name: str, functional, sources: tuple | None = None)
     """The ``module`` variant of ``name``: an ``nn.Module`` over ``functional`` (torch ops,
     autograd does the backward). ``sources`` (default ``(functional,)``) is what ``lossparity
     show`` prints."""
-    cls = type(class_name, (LossModule,), {"loss_name": name, "functional": staticmethod(functional),
+    cls = type(class_name, (LossModule,), {"loss_name": name, "label_inputs": label_positions(name),
+                                           "functional": staticmethod(functional),
                                            "__doc__": functional.__doc__, "__module__": functional.__module__})
 
     cache: dict = {}
@@ -363,6 +365,26 @@ def _cache_key(kw: dict) -> tuple:
     return tuple((k, key(v)) for k, v in kw.items())
 
 
+# Integer dtypes that torch's gather, scatter and index_select refuse as indices, and that
+# indexing reads as a mask (uint8): labels in them are widened to int64 once checked.
+_NARROW_INTEGERS = frozenset({torch.uint8, torch.int8, torch.int16, torch.uint16, torch.uint32, torch.uint64})
+
+
+def label_positions(name: str) -> tuple[int, ...]:
+    """The positions of ``name``'s inputs that get no gradient: the ones that may hold integers."""
+    spec = reference.get(name)
+    return tuple(i for i, n in enumerate(spec.inputs) if n not in spec.differentiable)
+
+
+def widened(inputs: tuple, positions: tuple[int, ...]) -> tuple:
+    """``inputs`` with each integer tensor at ``positions`` of a dtype torch cannot index with
+    (uint8, int16, ...) as int64, as the reference and JAX take them (a uint8 label map)."""
+    if not any(inputs[i].dtype in _NARROW_INTEGERS for i in positions if isinstance(inputs[i], torch.Tensor)):
+        return inputs
+    return tuple(x.long() if i in positions and isinstance(x, torch.Tensor) and x.dtype in _NARROW_INTEGERS
+                 else x for i, x in enumerate(inputs))
+
+
 def fast_apply(fn_class: type[torch.autograd.Function]):
     """``fn_class.apply`` for arguments that are all given positionally (the wrappers always
     give every hyperparameter). ``Function.apply`` binds them with ``inspect.signature`` on
@@ -388,15 +410,16 @@ def function(name: str, fn_class: type[torch.autograd.Function]):
     non-differentiable, so the backward need not compute it again; the variant returns the loss."""
     check_positional_signature(name, fn_class.forward, f"{fn_class.__name__}.forward")
     apply = fast_apply(fn_class)
+    labels = label_positions(name)
 
     if getattr(fn_class, "returns_residuals", False):
         def call(*inputs, **kw):
             kw = validate(name, inputs, kw)
-            return apply(*inputs, *kw.values())[0]
+            return apply(*widened(inputs, labels), *kw.values())[0]
     else:
         def call(*inputs, **kw):
             kw = validate(name, inputs, kw)
-            return apply(*inputs, *kw.values())
+            return apply(*widened(inputs, labels), *kw.values())
 
     call.__name__ = name
     call.__doc__ = fn_class.__doc__
@@ -426,10 +449,11 @@ def alias(name: str, class_name: str) -> type[LossModule]:
     fn_class = target_function.function_class
     apply = fast_apply(fn_class)
     residuals = getattr(fn_class, "returns_residuals", False)
+    labels = label_positions(name)
 
     def call(*inputs, **kw):
         kw = validate(name, inputs, kw)
-        t_inputs, t_kw = mapping.arguments(inputs, kw)
+        t_inputs, t_kw = mapping.arguments(widened(inputs, labels), kw)
         out = apply(*t_inputs, *t_kw.values())
         return out[0] if residuals else out
 
