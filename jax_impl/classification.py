@@ -760,8 +760,17 @@ custom_vjp("categorical_generalized_cross_entropy", categorical_generalized_cros
 
 # -- binary_focal_crossentropy (Keras) ------------------------------------------------
 
+def _keras_clip(p):
+    """clip(p, 1e-7, 1 - 1e-7) whose derivative is a mask, 1 strictly inside and 0 outside, as
+    torch's clamp (and the reference). JAX's clip multiplies the incoming derivative by 0 out
+    there, and log's derivative 1/clip is inf in float16 (1/1.19e-7 > 65504): inf times 0 was a
+    NaN gradient at every clipped probability (``jnp.where`` selects instead of multiplying)."""
+    inside = (p > KERAS_EPSILON) & (p < 1.0 - KERAS_EPSILON)
+    return jnp.where(inside, p, jax.lax.stop_gradient(jnp.clip(p, KERAS_EPSILON, 1.0 - KERAS_EPSILON)))
+
+
 def _clipped_log(p):
-    return jnp.log(jnp.clip(p, KERAS_EPSILON, 1.0 - KERAS_EPSILON))
+    return jnp.log(_keras_clip(p))
 
 
 def _binary_focal_parts(y_true, y_pred, apply_class_balancing, alpha, gamma, from_logits, label_smoothing):
@@ -839,7 +848,7 @@ def _categorical_focal_parts(y_true, y_pred, from_logits, label_smoothing, axis)
     if label_smoothing:
         y = y * (1.0 - label_smoothing) + label_smoothing / y_true.shape[-1]  # Keras: the last axis, always
     out = jax.nn.softmax(y_pred, axis=axis) if from_logits else y_pred / y_pred.sum(axis, keepdims=True)
-    clipped = jnp.clip(out, KERAS_EPSILON, 1.0 - KERAS_EPSILON)
+    clipped = _keras_clip(out)
     return y, out, jnp.log(clipped), 1.0 - clipped
 
 

@@ -750,7 +750,8 @@ register(LossSpec(
            Case("smooth=3", {"smooth": 3.0}),
            Case("apply_softmax=False", {"apply_softmax": False}, sample={"probabilities": True}),
            Case("ignore_background", {"ignore_background": True}),
-           Case("a class absent from the batch", sample={"absent_class": 2}),
+           # float16 cannot hold its weight 1 / (0 + 1e-7) (above 65504): inf / inf, in optax too
+           Case("a class absent from the batch", sample={"absent_class": 2}, dtypes=("float64", "float32", "bfloat16")),
            Case("soft targets", sample={"soft_targets": True}),
            Case("binary [..., 1], sigmoid", sample={"shape": (2, 4, 4, 1)})),
     bad_inputs=GENERALIZED_BAD_INPUTS,

@@ -511,7 +511,6 @@ def test_an_empty_batch(name):
 # -- float32 far out ----------------------------------------------------------------------
 
 FAR_OUT = 1e4  # the quality bar's edge: logits of +-1e4 in float32
-FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 def float32_cases():
@@ -535,45 +534,78 @@ def test_float32_far_out(name, case_name):
     spec = reference.get(name)
     reduction = spec.case_reductions(spec.case(case_name))[0]
     d = scaled(spec, matrix.draw(spec, case_name, reduction, "float32"), FAR_OUT)  # stays float32
+    failures = lost_finiteness(spec, case_name, reduction, "float32", d, FAR_OUT)
+    assert not failures, f"{name} [{case_name}] {reduction}, float32 at {FAR_OUT:g}:\n" + "\n".join(failures)
+
+
+def half_cases():
+    """(loss, case, dtype) for every case that admits a half dtype (``Case.dtypes``), ``slow``:
+    the matrix's quick tier holds each loss's half-precision case to the reference."""
+    for name in reference.names():
+        for case in reference.get(name).matrix_cases:
+            for dtype in matrix.HALF_DTYPES:
+                if case.dtypes is None or dtype in case.dtypes:
+                    yield pytest.param(name, case.name, dtype, marks=[pytest.mark.slow],
+                                       id=f"{name}-{case.name}-{dtype}")
+
+
+@pytest.mark.parametrize("name, case_name, dtype", list(half_cases()))
+def test_half_precision_finite(name, case_name, dtype):
+    """Every case in float16 and bfloat16 (the matrix runs one per loss): wherever the reference's
+    value or gradient (float64, from the same rounded inputs) is finite and within the dtype's
+    range, every implementation's is finite. A case whose formula leaves float16's range (1e-12
+    on a squared norm, 1 / 1e-7) says so in its ``dtypes``."""
+    spec = reference.get(name)
+    reduction = spec.case_reductions(spec.case(case_name))[0]
+    failures = lost_finiteness(spec, case_name, reduction, dtype, matrix.draw(spec, case_name, reduction, dtype))
+    assert not failures, f"{name} [{case_name}] {reduction}, {dtype}:\n" + "\n".join(failures)
+
+
+def lost_finiteness(spec, case_name: str, reduction: str, dtype: str, d: matrix.Drawn, scale: float = 1.0) -> list:
+    """Each implementation's value and gradients where they are not finite but the reference's are
+    (and within ``dtype``'s range), with the call that reproduces it; skips the test where the
+    reference refuses the input."""
     names = spec.gradient_names(d.kw)
+    limit = float(jax.numpy.finfo(matrix.NP_DTYPES[dtype]).max)
     try:
         with np.errstate(over="ignore", divide="ignore", invalid="ignore"):  # exp(1e4): the true value is inf
             want_value, want_grads = matrix.expected(spec, d)
     except (ValueError, TypeError, IndexError, FloatingPointError, OverflowError) as e:
-        pytest.skip(f"outside the domain at {FAR_OUT:g}: the reference refuses it ({type(e).__name__}: {e})")
+        pytest.skip(f"outside the domain: the reference refuses it ({type(e).__name__}: {e})")
     failures = []
     for variant in matrix.VARIANTS:
-        if matrix.Cell(name, case_name, reduction, variant, "float32").xfail_reason:
+        if matrix.Cell(spec.name, case_name, reduction, variant, dtype).xfail_reason:
             continue
         torch_side = matrix.FRAMEWORK_OF[variant] == "torch"
         run = matrix.run_torch if torch_side else matrix.run_jax  # JAX under jax.jit, as XLA fuses it
         try:
-            value, grads = run(matrix.implementation(variant, name), spec, d, "cpu")
+            value, grads = run(matrix.implementation(variant, spec.name), spec, d, "cpu")
         except Exception as e:  # noqa: BLE001  (the reference took the input: an error is a finding)
             failures.append(f"{variant}: raised {type(e).__name__}: {e}")
             continue
         for what, got, want in [("value", value, want_value)] + list(zip((f"grad[{n}]" for n in names), grads,
                                                                           want_grads)):
-            lost = (np.abs(want) <= FLOAT32_MAX) & ~np.isfinite(got)
+            lost = (np.abs(want) <= limit) & ~np.isfinite(got)
             if np.any(lost):
                 at = tuple(int(i) for i in np.argwhere(lost)[0])
                 failures.append(f"{variant}: {what} is {got[at]} at {at} where the reference's is {want[at]:.6g} "
                                 f"({int(lost.sum())} of {lost.size} entries); reproduce with:\n"
-                                + far_out_reproducer(name, case_name, reduction, variant))
-    assert not failures, f"{name} [{case_name}] {reduction}, float32 at {FAR_OUT:g}:\n" + "\n".join(failures)
+                                + lost_reproducer(spec.name, case_name, reduction, dtype, variant, scale))
+    return failures
 
 
-def far_out_reproducer(name: str, case_name: str, reduction: str, variant: str) -> str:
+def lost_reproducer(name: str, case_name: str, reduction: str, dtype: str, variant: str, scale: float) -> str:
     package = "torch_impl" if matrix.FRAMEWORK_OF[variant] == "torch" else "jax_impl"
-    return (f"import numpy as np\nimport reference, {package}\nfrom reports import matrix\n"
-            f"spec = reference.get({name!r})\n"
-            f"d = matrix.draw(spec, {case_name!r}, {reduction!r}, 'float32')\n"
-            f"names = spec.gradient_names(d.kw)  # times {FAR_OUT:g}\n"
-            f"d.inputs = tuple(x * {FAR_OUT!r} if n in names else x for n, x in zip(spec.inputs, d.inputs))\n"
-            f"d.kw = {{k: v * {FAR_OUT!r} if k in names else v for k, v in d.kw.items()}}\n"
-            f"want_value, want_grads = matrix.expected(spec, d)  # the reference\n"
-            f"value, grads = matrix.run_{'torch' if package == 'torch_impl' else 'jax'}"
-            f"({package}.get({name!r}, {variant!r}), spec, d, 'cpu')\n")
+    out = (f"import numpy as np\nimport reference, {package}\nfrom reports import matrix\n"
+           f"spec = reference.get({name!r})\n"
+           f"d = matrix.draw(spec, {case_name!r}, {reduction!r}, {dtype!r})\n")
+    if scale != 1.0:
+        out += (f"names = spec.gradient_names(d.kw)  # times {scale:g}\n"
+                f"d.inputs = tuple(x * {scale!r} if n in names else x for n, x in zip(spec.inputs, d.inputs))\n"
+                f"d.kw = {{k: v * {scale!r} if k in names else v for k, v in d.kw.items()}}\n")
+    return out + (f"want_value, want_grads = matrix.expected(spec, d)  # the reference\n"
+                  f"value, grads = matrix.run_{'torch' if package == 'torch_impl' else 'jax'}"
+                  f"({package}.get({name!r}, {variant!r}), spec, d, 'cpu')\n")
 
 
 # -- the fuzzer itself ---------------------------------------------------------------------
