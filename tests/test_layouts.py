@@ -1,5 +1,6 @@
 """The implementations on inputs as users hold them, generated from the registry: tensors that
-are not contiguous, and integer labels of narrow dtypes.
+are not contiguous, integer labels of narrow dtypes; and torch's Modules as users keep them
+(pickled, deep-copied, saved with ``torch.save`` inside a model).
 
 A user's tensors are often views: a transpose, a slice of a larger batch, every other column.
 Code that calls ``.view``, writes in place, or assumes a row-major layout can fail on them or,
@@ -26,11 +27,16 @@ torch's indexing reads a uint8 tensor as a mask.
 
 from __future__ import annotations
 
+import copy
+import io
+import pickle
+
 import numpy as np
 import pytest
 import torch
 
 import reference
+import torch_impl
 from reports import matrix
 
 LAYOUTS = ("permuted", "strided")
@@ -162,3 +168,29 @@ def test_narrow_integer_labels(name, cases):
                     if not matrix.close(got, want, RTOL, ATOL):
                         failures.append(f"{where}: {what} differs from int64's (abs, rel {matrix.errors(got, want)})")
     assert not failures, f"{name} with narrow integer inputs:\n" + "\n".join(failures)
+
+
+@pytest.mark.parametrize("name", reference.names())
+def test_modules_survive_pickle_deepcopy_and_torch_save(name):
+    """Each loss's ``nn.Module``, built with its default case's hyperparameters (array ones as
+    buffers), gives the same value after ``pickle``, ``copy.deepcopy`` and ``torch.save`` /
+    ``torch.load`` (a checkpoint of a model that holds its loss): the class must be reachable
+    under its own name in its module."""
+    spec = reference.get(name)
+    case = spec.cases[0]
+    d = matrix.draw(spec, case.name, spec.case_reductions(case)[0], "float64")
+    arrays, kw = matrix.torch_arrays(d)
+    loss = torch_impl.get(name, "module").module_class(**kw)
+    want = loss(*arrays)
+
+    def saved(m):
+        buffer = io.BytesIO()
+        torch.save(m, buffer)
+        buffer.seek(0)
+        return torch.load(buffer, weights_only=False)
+
+    for how, restore in (("pickle", lambda m: pickle.loads(pickle.dumps(m))), ("copy.deepcopy", copy.deepcopy),
+                         ("torch.save", saved)):
+        restored = restore(loss)
+        assert type(restored) is type(loss), how
+        torch.testing.assert_close(restored(*arrays), want, rtol=0, atol=0, msg=lambda m: f"{name} after {how}: {m}")

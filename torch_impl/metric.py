@@ -496,7 +496,7 @@ class NtxentFunction(torch.autograd.Function):
         return d, None, None, None
 
 
-Ntxent = module("ntxent", "NTXent", ntxent)
+NTXent = module("ntxent", "NTXent", ntxent)
 ntxent_function = function("ntxent", NtxentFunction)
 
 
