@@ -4,6 +4,7 @@ The bad inputs are declared on each spec (``LossSpec.bad_inputs``); the checks t
 every loss shares (reduction, keywords, input count) are generated here.
 """
 
+import os
 import subprocess
 import sys
 
@@ -205,6 +206,44 @@ def test_reference_vjp_checks_the_cotangent():
 def test_importing_jax_impl_leaves_precision_alone():
     code = "import jax_impl, jax; assert not jax.config.jax_enable_x64"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+JAX_WITHOUT_X64 = """
+import warnings
+import numpy as np, jax
+assert not jax.config.jax_enable_x64
+import reference
+from reports import matrix
+warnings.simplefilter("error")  # a dtype JAX cannot give (int64, float64) would warn
+rtol, atol = matrix.TOLERANCES["float32"]
+failures = []
+for name in reference.names():
+    spec = reference.get(name)
+    case = matrix.half_case(spec, "float32")  # the default case, or the first that admits float32
+    reduction = spec.case_reductions(case)[0]
+    d = matrix.draw(spec, case.name, reduction, "float32")  # integer labels stay NumPy's int64
+    want_value, want_grads = matrix.expected(spec, d)
+    for variant in matrix.FRAMEWORKS["jax"]:
+        try:
+            value, grads = matrix.run_jax(matrix.implementation(variant, name), spec, d, "cpu")
+        except Exception as e:
+            failures.append(f"{name} [{case.name}] {variant}: raised {type(e).__name__}: {e}")
+            continue
+        if not (matrix.close(value, want_value, rtol, atol)
+                and all(matrix.close(g, w, rtol, atol) for g, w in zip(grads, want_grads))):
+            failures.append(f"{name} [{case.name}] {variant}: differs from the reference")
+print("\\n".join(failures))
+raise SystemExit(1 if failures else 0)
+"""
+
+
+def test_jax_without_float64():
+    """JAX as users run it, float64 off (the tests turn it on in their own process): every loss's
+    default case in float32, with NumPy's int64 labels, through both JAX variants under jit,
+    agrees with the reference within the float32 tolerance, without a warning."""
+    env = {**os.environ, "JAX_ENABLE_X64": "0"}
+    result = subprocess.run([sys.executable, "-c", JAX_WITHOUT_X64], capture_output=True, text=True, env=env)
+    assert result.returncode == 0, result.stdout + result.stderr[-3000:]
 
 
 LABEL_POOLS = {"float": [-1.0, 0.0, 1.0, 2.0, 0.5, -100.0, np.inf, -np.inf, np.nan, 3e38],
