@@ -379,7 +379,8 @@ def label_positions(name: str) -> tuple[int, ...]:
 def widened(inputs: tuple, positions: tuple[int, ...]) -> tuple:
     """``inputs`` with each integer tensor at ``positions`` of a dtype torch cannot index with
     (uint8, int16, ...) as int64, as the reference and JAX take them (a uint8 label map)."""
-    if not any(inputs[i].dtype in _NARROW_INTEGERS for i in positions if isinstance(inputs[i], torch.Tensor)):
+    if not positions or not any(inputs[i].dtype in _NARROW_INTEGERS for i in positions
+                                if isinstance(inputs[i], torch.Tensor)):
         return inputs
     return tuple(x.long() if i in positions and isinstance(x, torch.Tensor) and x.dtype in _NARROW_INTEGERS
                  else x for i, x in enumerate(inputs))
