@@ -586,7 +586,7 @@ def _compiled_disagreement(got, want, dtype: str) -> str:
     names = ["value"] + [f"grad {i}" for i in range(len(got[1]))]
     for name, g, w in zip(names, (got[0], *got[1]), (want[0], *want[1])):
         if (g is None) != (w is None):
-            return f"{name}: {'no gradient' if g is None else 'a gradient'} where eager has {'one' if g is None else 'none'}"
+            return f"{name}: " + ("no gradient where eager has one" if g is None else "a gradient where eager has none")
         if g is None:
             continue
         g, w = g.detach().cpu().double().numpy(), w.detach().cpu().double().numpy()
