@@ -1419,9 +1419,17 @@ def _focal_parts(logits, labels):
     """log σ(x), log σ(-x), the cross entropy and log(1 - p_t), all in log space."""
     log_p, log_q = log_expit(logits), log_expit(-logits)
     ce = -(labels * log_p + (1.0 - labels) * log_q)
-    with np.errstate(divide="ignore"):
-        log_1m_pt = logaddexp(log_p + np.log1p(-labels), log_q + np.log(labels))
-    return log_p, log_q, ce, log_1m_pt
+    return log_p, log_q, ce, _log_one_minus_pt(labels, log_p, log_q)
+
+
+def _log_one_minus_pt(labels, log_p, log_q):
+    """log(1 - p_t) = log(y sigma(-x) + (1 - y) sigma(x)) from the log-sigmoids log sigma(x) and
+    log sigma(-x). Where a logit lies on its hard label's side far enough for the other sigmoid to
+    underflow (from |x| near 710 in float64, 88 to 104 in float32), 1 - p_t is 0, and
+    (1 - p_t)^gamma's derivative gamma (1 - p_t)^(gamma - 1) p q is inf times 0 for gamma < 1; in
+    logs it is finite (and 0 in the limit)."""
+    with np.errstate(divide="ignore"):  # log(0) of a hard label: that term drops out
+        return logaddexp(log_p + np.log1p(-labels), log_q + np.log(labels))
 
 
 def _alpha_t(labels, alpha):
@@ -2077,7 +2085,8 @@ def _binary_focal_parts(y_true, y_pred, apply_class_balancing, alpha, gamma, fro
     log_q, _ = _clipped_log(q)
     bce = -(y * log_p + (1.0 - y) * log_q)
     one_minus_pt = y * q + (1.0 - y) * p      # 1 - p_t, with Keras's unclipped p
-    log_one_minus_pt = _log_one_minus_pt(y, y_pred) if from_logits and gamma != 0 else None
+    log_sigmoids = (log_expit(y_pred), log_expit(-y_pred)) if from_logits and gamma != 0 else None
+    log_one_minus_pt = _log_one_minus_pt(y, *log_sigmoids) if log_sigmoids else None
     if gamma == 0:
         focal = np.ones_like(one_minus_pt)
     elif from_logits:  # the same number, with a derivative that stays finite where the sigmoid saturates
@@ -2085,17 +2094,7 @@ def _binary_focal_parts(y_true, y_pred, apply_class_balancing, alpha, gamma, fro
     else:
         focal = one_minus_pt ** gamma
     weight = y * alpha + (1.0 - y) * (1.0 - alpha) if apply_class_balancing else 1.0
-    return y, p, q, inside, bce, one_minus_pt, log_one_minus_pt, focal, weight
-
-
-def _log_one_minus_pt(y, x):
-    """log(1 - p_t) = log(y sigma(-x) + (1 - y) sigma(x)) from the log-sigmoids. Where a logit
-    lies on its hard label's side far enough for the other sigmoid to underflow (from |x| near 710
-    in float64, 88 to 104 in float32), 1 - p_t is 0, and (1 - p_t)^gamma's derivative
-    gamma (1 - p_t)^(gamma - 1) p q is inf times 0 for gamma < 1; in logs it is finite (and 0 in
-    the limit)."""
-    with np.errstate(divide="ignore"):  # log(0) of a hard label: that term drops out
-        return logaddexp(log_expit(x) + np.log1p(-y), log_expit(-x) + np.log(y))
+    return y, p, q, inside, bce, one_minus_pt, log_sigmoids, log_one_minus_pt, focal, weight
 
 
 def binary_focal_crossentropy(y_true, y_pred, apply_class_balancing=False, alpha=0.25, gamma=2.0,
@@ -2115,8 +2114,8 @@ def binary_focal_crossentropy(y_true, y_pred, apply_class_balancing=False, alpha
     the last; an int, a tuple or None), as Keras's ``ops.mean``. ``y_true`` (float, integer or
     bool, cast to ``y_pred``'s dtype) is data: no gradient.
     """
-    _, _, _, _, bce, _, _, focal, weight = _binary_focal_parts(y_true, y_pred, apply_class_balancing, alpha, gamma,
-                                                                from_logits, label_smoothing)
+    _, _, _, _, bce, _, _, _, focal, weight = _binary_focal_parts(y_true, y_pred, apply_class_balancing, alpha,
+                                                                   gamma, from_logits, label_smoothing)
     return reduce((weight * focal * bce).mean(_optax_axes(axis, y_pred.ndim)), reduction)
 
 
@@ -2131,13 +2130,15 @@ def binary_focal_crossentropy_vjp(cotangent, y_true, y_pred, apply_class_balanci
     :math:`m^{\gamma-1} p (1-p) = \exp((\gamma - 1) \log m + \log p + \log(1-p))` from the
     log-sigmoids (``_log_one_minus_pt``).
     """
-    y, p, q, inside, bce, m, log_m, focal, weight = _binary_focal_parts(y_true, y_pred, apply_class_balancing,
-                                                                        alpha, gamma, from_logits, label_smoothing)
+    y, p, q, inside, bce, m, log_sigmoids, log_m, focal, weight = _binary_focal_parts(
+        y_true, y_pred, apply_class_balancing, alpha, gamma, from_logits, label_smoothing)
     if from_logits:  # in x: dp/dx = p q folded in
         d_bce = np.where(inside, (1.0 - y) * p - y * q, 0.0)
-        m_power = (gamma - 1.0) * log_m if gamma != 1 else 0.0  # m^0 = 1 where log m is -inf (an infinite logit)
-        d_focal = (gamma * (1.0 - 2.0 * y) * np.exp(m_power + log_expit(y_pred) + log_expit(-y_pred))
-                   if gamma != 0 else 0.0)
+        if gamma != 0:
+            m_power = (gamma - 1.0) * log_m if gamma != 1 else 0.0  # m^0 = 1 where log m is -inf (an infinite logit)
+            d_focal = gamma * (1.0 - 2.0 * y) * np.exp(m_power + log_sigmoids[0] + log_sigmoids[1])
+        else:
+            d_focal = 0.0
     else:
         with np.errstate(divide="ignore", invalid="ignore"):
             d_bce = np.where(inside, (1.0 - y) / q - y / p, 0.0)

@@ -738,8 +738,13 @@ SigmoidBinaryCrossEntropy = alias("sigmoid_binary_cross_entropy", "SigmoidBinary
 def _focal_parts(logits, labels):
     log_p, log_q = F.logsigmoid(logits), F.logsigmoid(-logits)
     ce = -(labels * log_p + (1.0 - labels) * log_q)
-    log_1m_pt = logaddexp(log_p + torch.log1p(-labels), log_q + torch.log(labels))  # log(y q + (1 - y) p)
-    return log_p, log_q, ce, log_1m_pt
+    return log_p, log_q, ce, _log_one_minus_pt(labels, log_p, log_q)
+
+
+def _log_one_minus_pt(labels, log_p, log_q):
+    """log(1 - p_t) = log(y sigma(-x) + (1 - y) sigma(x)) from the log-sigmoids, as the reference's
+    ``_log_one_minus_pt``: finite, with a finite derivative, where 1 - p_t underflows to 0."""
+    return logaddexp(log_p + torch.log1p(-labels), log_q + torch.log(labels))
 
 
 def _alpha_t(labels, alpha):
@@ -1014,7 +1019,8 @@ def _binary_focal_parts(y_true, y_pred, apply_class_balancing, alpha, gamma, fro
     # log(clip(1 - p)) == log(1 - clip(p)), Keras's, without its float32 rounding of 1 - p
     bce = -(y * _clipped_log(p) + (1.0 - y) * _clipped_log(q))
     m = y * q + (1.0 - y) * p
-    log_m = _log_one_minus_pt(y, y_pred) if from_logits and gamma != 0 else None
+    log_sigmoids = (F.logsigmoid(y_pred), F.logsigmoid(-y_pred)) if from_logits and gamma != 0 else None
+    log_m = _log_one_minus_pt(y, *log_sigmoids) if log_sigmoids else None
     if gamma == 0:
         focal = 1.0
     elif from_logits:  # the same number, with a derivative that stays finite where the sigmoid saturates
@@ -1022,20 +1028,16 @@ def _binary_focal_parts(y_true, y_pred, apply_class_balancing, alpha, gamma, fro
     else:
         focal = m ** gamma
     weight = y * alpha + (1.0 - y) * (1.0 - alpha) if apply_class_balancing else 1.0
-    return y, p, q, bce, m, log_m, focal, weight
+    return y, p, q, bce, m, log_sigmoids, log_m, focal, weight
 
 
-def _log_one_minus_pt(y, x):
-    """log(1 - p_t) from the log-sigmoids, as the reference's ``_log_one_minus_pt``: finite, with
-    a finite derivative, where the sigmoid on a hard label's other side underflows (1 - p_t = 0)."""
-    return logaddexp(F.logsigmoid(x) + torch.log1p(-y), F.logsigmoid(-x) + torch.log(y))
 
 
 def binary_focal_crossentropy(y_true, y_pred, apply_class_balancing=False, alpha=0.25, gamma=2.0,
                               from_logits=False, label_smoothing=0.0, axis=-1, reduction="none"):
     """Keras's binary focal cross entropy, clipped at 1e-7, averaged along ``axis``."""
-    _, _, _, bce, _, _, focal, weight = _binary_focal_parts(y_true, y_pred, apply_class_balancing, alpha, gamma,
-                                                            from_logits, label_smoothing)
+    _, _, _, bce, _, _, _, focal, weight = _binary_focal_parts(y_true, y_pred, apply_class_balancing, alpha, gamma,
+                                                               from_logits, label_smoothing)
     return reduce((weight * focal * bce).mean(_optax_axes(axis, y_pred.dim())), reduction)
 
 
@@ -1059,15 +1061,16 @@ class BinaryFocalCrossentropyFunction(torch.autograd.Function):
     def backward(ctx, grad_output):
         y_true, y_pred = ctx.saved_tensors
         gamma = ctx.gamma
-        y, p, q, bce, m, log_m, focal, weight = _binary_focal_parts(y_true, y_pred, ctx.apply_class_balancing,
-                                                                    ctx.alpha, gamma, ctx.from_logits,
-                                                                    ctx.label_smoothing)
+        y, p, q, bce, m, log_sigmoids, log_m, focal, weight = _binary_focal_parts(
+            y_true, y_pred, ctx.apply_class_balancing, ctx.alpha, gamma, ctx.from_logits, ctx.label_smoothing)
         inside = (p > KERAS_EPSILON) & (p < 1.0 - KERAS_EPSILON)
         if ctx.from_logits:  # dp/dx = p q folded in; m^(gamma-1) p q in logs
             d_bce = torch.where(inside, (1.0 - y) * p - y * q, 0.0)
-            m_power = (gamma - 1.0) * log_m if gamma != 1 else 0.0  # m^0 = 1 where log m is -inf
-            d_focal = (gamma * (1.0 - 2.0 * y) * torch.exp(m_power + F.logsigmoid(y_pred) + F.logsigmoid(-y_pred))
-                       if gamma != 0 else 0.0)
+            if gamma != 0:
+                m_power = (gamma - 1.0) * log_m if gamma != 1 else 0.0  # m^0 = 1 where log m is -inf
+                d_focal = gamma * (1.0 - 2.0 * y) * torch.exp(m_power + log_sigmoids[0] + log_sigmoids[1])
+            else:
+                d_focal = 0.0
         else:
             d_bce = torch.where(inside, (1.0 - y) / q - y / p, 0.0)
             d_focal = gamma * m ** (gamma - 1.0) * (1.0 - 2.0 * y) if gamma != 0 else 0.0
