@@ -216,9 +216,13 @@ register(LossSpec(
                    "torch's options=LinearCrossEntropyOptions(...) chooses the chunking, and its chunked path "
                    "only takes label_smoothing == 0 (otherwise it warns and runs unchunked); lossparity's "
                    "chunk_size chunks with every option. torch also takes probability targets and "
-                   "K-dimensional linear_weight (V, d1.., H), which lossparity does not cover",
+                   "K-dimensional linear_weight (V, d1.., H), which lossparity does not cover. Under "
+                   "torch.autocast torch's projection runs in the autocast dtype (it is linear, then "
+                   "cross_entropy); lossparity's torch variants run the whole loss in float32 there, as "
+                   "autocast runs torch's other losses",
                    "chunk_size=k == options=LinearCrossEntropyOptions(batch_chunk_size=k, "
-                   "chunking_method=None) (values and gradients equal; chunk_size=None == options=None)"),
+                   "chunking_method=None) (values and gradients equal; chunk_size=None == options=None); "
+                   "under autocast to dtype d, torch's == cross_entropy(linear(x.to(d), W.to(d)).float(), y)"),
         Difference("torch", "torch.nn.functional.cross_entropy",
                    "ignore_index defaults to None, which means -100 for class indices (cross_entropy's "
                    "default), so a -100 target is ignored by default",

@@ -447,6 +447,28 @@ def test_linear_cross_entropy_chunk_size_is_torch_batch_chunk_size(chunk_size):
           F.linear_cross_entropy(t(x), t(w), t(y), label_smoothing=0.2))
 
 
+@proves(("linear_cross_entropy", "torch", "torch.nn.functional.linear_cross_entropy"))
+def test_linear_cross_entropy_under_autocast_projects_in_the_autocast_dtype_in_torch_only():
+    import torch_impl
+    (x, w, y), _ = draw_case("linear_cross_entropy", "default", np.float32)
+    xt, wt = t(x).requires_grad_(True), t(w).requires_grad_(True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        theirs = F.linear_cross_entropy(xt, wt, t(y))
+        ours = [torch_impl.get("linear_cross_entropy", v)(xt, wt, t(y)) for v in ("module", "function")]
+    # torch's: linear in the autocast dtype, then cross_entropy in float32
+    torch.testing.assert_close(theirs, F.cross_entropy(F.linear(xt.bfloat16(), wt.bfloat16()).float(), t(y)),
+                               rtol=RTOL32, atol=ATOL32)
+    want = reference.loss("linear_cross_entropy", *as64((x, w)), y)  # the float32 numbers, in float64
+    assert abs(theirs.item() - want) > RTOL32 * abs(want) + ATOL32  # bfloat16's rounding of the logits
+    for loss in ours:
+        assert loss.dtype == torch.float32
+        close32(loss.detach(), want)
+        dx, dw = torch.autograd.grad(loss, (xt, wt))
+        want_dx, want_dw = reference.vjp("linear_cross_entropy", *as64((x, w)), y, np.ones(()))
+        close32(dx, want_dx)
+        close32(dw, want_dw)
+
+
 @proves(("linear_cross_entropy", "torch", "torch.nn.functional.cross_entropy"))
 def test_linear_cross_entropy_is_cross_entropy_of_the_logits_with_ignore_index_minus_100():
     (x, w, y), kw = draw_case("linear_cross_entropy", "default")

@@ -23,6 +23,11 @@ Integer inputs (class labels, CTC targets and lengths) stored as uint8 (a segmen
 map), int8, int16 or int32 must give what int64 gives, in the reference and all four
 implementations: torch's gather, scatter and index_select refuse uint8 and int16 indices, and
 torch's indexing reads a uint8 tensor as a mask.
+
+Within ``torch.autocast`` both torch variants run as autocast runs torch's own losses (its
+float32 list): float32 and bfloat16 inputs give the float32 call's value, in float32, exactly,
+and each gradient is that call's in its input's dtype. A matrix product left to autocast
+would drop to bfloat16 inside the loss.
 """
 
 from __future__ import annotations
@@ -194,3 +199,55 @@ def test_modules_survive_pickle_deepcopy_and_torch_save(name):
         restored = restore(loss)
         assert type(restored) is type(loss), how
         torch.testing.assert_close(restored(*arrays), want, rtol=0, atol=0, msg=lambda m: f"{name} after {how}: {m}")
+
+
+def run_under_autocast(fn, spec, d: matrix.Drawn, autocast: bool):
+    """The value and gradients (tensors, in their own dtypes) of ``fn`` on ``d``'s arrays, its
+    forward within ``torch.autocast("cpu", dtype=torch.bfloat16)``; or, ``autocast=False``,
+    on float32 copies of its half-precision arrays, outside it. The backward runs outside, as
+    in a training step."""
+    arrays, kw = matrix.torch_arrays(d)
+    if not autocast:
+        def float32(t):
+            return t.float() if isinstance(t, torch.Tensor) and t.dtype in (torch.bfloat16, torch.float16) else t
+        arrays, kw = [float32(a) for a in arrays], {k: float32(v) for k, v in kw.items()}
+    call, primals = matrix.on_differentiable(fn, spec, arrays, kw)
+    diff = [p.detach().requires_grad_(True) for p in primals]
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+        out = call(*diff)
+    grads = torch.autograd.grad(out, diff, matrix.to_torch(d.cotangent).to(out.dtype), allow_unused=True)
+    return out, grads, diff
+
+
+@pytest.mark.parametrize("name", reference.names())
+def test_autocast_runs_the_loss_in_float32(name):
+    """Every float32 case of the loss under its first reduction, and its first case in bfloat16,
+    both torch variants: within ``torch.autocast("cpu", dtype=torch.bfloat16)`` the value is
+    float32 and equals the call on float32 copies outside autocast, bit for bit, and each
+    gradient is that call's in its input's dtype."""
+    spec = reference.get(name)
+    failures = []
+    runs = [(case.name, "float32") for case in spec.matrix_cases
+            if case.dtypes is None or "float32" in case.dtypes] + [(spec.matrix_cases[0].name, "bfloat16")]
+    for case, dtype in runs:
+        d = matrix.draw(spec, case, spec.case_reductions(spec.case(case))[0], dtype)
+        for variant in matrix.FRAMEWORKS["torch"]:
+            fn = matrix.implementation(variant, name)
+            where = (f"[{case}] {variant}, {dtype} inputs; reproduce with: from tests.test_layouts import "
+                     f"run_under_autocast; d = matrix.draw(reference.get({name!r}), {case!r}, "
+                     f"{spec.case_reductions(spec.case(case))[0]!r}, {dtype!r}); "
+                     f"run_under_autocast(torch_impl.get({name!r}, {variant!r}), reference.get({name!r}), d, True)")
+            want, want_grads, _ = run_under_autocast(fn, spec, d, autocast=False)
+            try:
+                value, grads, diff = run_under_autocast(fn, spec, d, autocast=True)
+            except Exception as e:  # noqa: BLE001  (the float32 call took it: an error is a finding)
+                failures.append(f"{where}: raised {type(e).__name__}: {e}")
+                continue
+            checks = [("value", value, want)] + [(f"grad {i}", g, None if w is None else w.to(x.dtype))
+                                                 for i, (g, w, x) in enumerate(zip(grads, want_grads, diff))]
+            for what, got, expected in checks:
+                try:
+                    torch.testing.assert_close(got, expected, rtol=0, atol=0, equal_nan=True)
+                except AssertionError as e:
+                    failures.append(f"{where}: {what}: {e}")
+    assert not failures, f"{name} under torch.autocast:\n" + "\n".join(failures)

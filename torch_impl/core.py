@@ -291,6 +291,28 @@ def validate(name: str, inputs: tuple, kw: dict) -> dict:
     return kw
 
 
+def in_float32_under_autocast(run, inputs: tuple, kw: dict):
+    """``run(*inputs, **kw)``; where ``torch.autocast`` is on for the inputs' device, as autocast
+    runs torch's own losses (its float32 list: ``mse_loss``, ``cross_entropy``, ``nll_loss``,
+    ``ctc_loss``, ``kl_div``, ...): the half-precision floating tensors among the inputs and the
+    array hyperparameters cast to float32 (float64 left as it is), and the loss run with
+    autocast off, so that no matrix product inside it drops to the autocast dtype (it cost
+    ``ntxent`` and ``binomial_deviance`` 50 to 600 times the float32 tolerance, and broke
+    ``linear_cross_entropy``'s backward). The casts are recorded: each gradient returns in
+    its input's own dtype."""
+    if torch._C._is_any_autocast_enabled():
+        device_type = next((x.device.type for x in inputs if isinstance(x, torch.Tensor)), None)
+        if device_type is not None and torch.is_autocast_enabled(device_type):
+            def float32(x):
+                eligible = (isinstance(x, torch.Tensor) and x.is_floating_point() and x.dtype != torch.float64
+                            and x.device.type == device_type)
+                return x.float() if eligible else x
+
+            with torch.autocast(device_type, enabled=False):
+                return run(*map(float32, inputs), **{k: float32(v) for k, v in kw.items()})
+    return run(*inputs, **kw)
+
+
 class LossModule(nn.Module):
     """Base of every ``module`` variant: hyperparameters at construction, inputs at call.
 
@@ -315,6 +337,9 @@ class LossModule(nn.Module):
         kw = self.hyperparameters
         if self._array_params:
             kw = {**kw, **{k: getattr(self, k) for k in self._array_params}}
+        return in_float32_under_autocast(self._checked_call, inputs, kw)
+
+    def _checked_call(self, *inputs, **kw):
         kw = validate(self.loss_name, inputs, kw)  # a new dict: the hyperparameters stay as they are
         return type(self).functional(*widened(inputs, self.label_inputs), **kw)
 
@@ -414,13 +439,16 @@ def function(name: str, fn_class: type[torch.autograd.Function]):
     labels = label_positions(name)
 
     if getattr(fn_class, "returns_residuals", False):
-        def call(*inputs, **kw):
+        def checked_call(*inputs, **kw):
             kw = validate(name, inputs, kw)
             return apply(*widened(inputs, labels), *kw.values())[0]
     else:
-        def call(*inputs, **kw):
+        def checked_call(*inputs, **kw):
             kw = validate(name, inputs, kw)
             return apply(*widened(inputs, labels), *kw.values())
+
+    def call(*inputs, **kw):
+        return in_float32_under_autocast(checked_call, inputs, kw)
 
     call.__name__ = name
     call.__doc__ = fn_class.__doc__
@@ -452,11 +480,14 @@ def alias(name: str, class_name: str) -> type[LossModule]:
     residuals = getattr(fn_class, "returns_residuals", False)
     labels = label_positions(name)
 
-    def call(*inputs, **kw):
+    def checked_call(*inputs, **kw):
         kw = validate(name, inputs, kw)
         t_inputs, t_kw = mapping.arguments(widened(inputs, labels), kw)
         out = apply(*t_inputs, *t_kw.values())
         return out[0] if residuals else out
+
+    def call(*inputs, **kw):
+        return in_float32_under_autocast(checked_call, inputs, kw)
 
     call.__name__ = name
     call.__doc__ = spec.doc
