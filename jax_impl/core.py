@@ -8,13 +8,15 @@ the user set it. The tests and the report enable float64 for themselves.
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 import reference
 from reference import checks
-from reference.variants import Implementations, check_positional_signature
+from reference.variants import Implementations, check_positional_signature, no_gradient_message, undifferentiated
 
 IMPLEMENTATIONS = Implementations("jax", ("autodiff", "custom_vjp"))
 
@@ -92,14 +94,58 @@ def autodiff(name: str, fn):
     return fn
 
 
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
+def _gradient_required(x, message):
+    """The identity, put before a ``custom_vjp`` variant's input (or array hyperparameter)
+    that its backward may give no gradient (``reference.variants.undifferentiated``): where the
+    backward gives none (a symbolic zero) and one is asked for, a NotImplementedError that
+    names the input, instead of a silent zero. Where the backward gives one, it passes."""
+    return x
+
+
+def _gradient_required_fwd(x, message):
+    return x.value, None
+
+
+def _gradient_required_bwd(message, _, cotangent):
+    if isinstance(cotangent, jax.custom_derivatives.SymbolicZero):
+        raise NotImplementedError(message)
+    return (cotangent,)
+
+
+_gradient_required.defvjp(_gradient_required_fwd, _gradient_required_bwd, symbolic_zeros=True)
+
+
+def gradients_required(name: str):
+    """``(inputs, kw) -> (inputs, kw)`` for ``name``'s ``custom_vjp`` variant: each traced
+    floating input and array hyperparameter outside its gradient goes through
+    ``_gradient_required`` (a concrete array is not being differentiated)."""
+    positions, params = undifferentiated(name)
+    spec = reference.get(name)
+
+    def traced(x) -> bool:
+        return isinstance(x, jax.core.Tracer) and jnp.issubdtype(x.dtype, jnp.floating)
+
+    def guard(x, argument):
+        return _gradient_required(x, no_gradient_message(name, "custom_vjp", argument, "autodiff"))
+
+    def required(inputs: tuple, kw: dict) -> tuple[tuple, dict]:
+        inputs = tuple(guard(x, spec.inputs[i]) if i in positions and traced(x) else x for i, x in enumerate(inputs))
+        kw = {k: guard(v, k) if k in params and traced(v) else v for k, v in kw.items()}
+        return inputs, kw
+
+    return required
+
+
 def custom_vjp(name: str, fn: jax.custom_vjp, fwd, bwd):
     """The ``custom_vjp`` variant of ``name``: ``fn`` takes the inputs and then every
     hyperparameter positionally, in the spec's order; the non-array hyperparameters
     are its ``nondiff_argnums``."""
     check_positional_signature(name, fn.fun, f"the custom_vjp of {name}")
+    required = gradients_required(name)
 
     def call(*inputs, **kw):
-        inputs, kw = validate(name, inputs, kw)
+        inputs, kw = required(*validate(name, inputs, kw))
         return fn(*inputs, *kw.values())
 
     call.__name__, call.__doc__ = name, fn.fun.__doc__
@@ -121,8 +167,12 @@ def alias(name: str) -> None:
 
 
 def _alias_call(name: str, mapping, fn, variant: str):
+    required = gradients_required(name) if variant == "custom_vjp" else None
+
     def call(*inputs, **kw):
         inputs, kw = validate(name, inputs, kw)
+        if required is not None:
+            inputs, kw = required(inputs, kw)
         t_inputs, t_kw = mapping.arguments(inputs, kw)
         if variant == "custom_vjp":  # the custom_vjp takes every hyperparameter positionally
             return fn(*t_inputs, *t_kw.values())

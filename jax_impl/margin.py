@@ -61,7 +61,8 @@ def _hinge_embedding_loss_bwd(margin, reduction, residuals, cotangent):
     input, target = residuals
     g = reduce_vjp(cotangent, reduction, input.size)
     slope = jnp.where(target == 1, 1.0, jnp.where(margin - input > 0, -1.0, 0.0))
-    return slope.astype(input.dtype) * g, None
+    # The target (+1 or -1) only selects a branch: its derivative is 0 wherever it has one.
+    return slope.astype(input.dtype) * g, jnp.zeros_like(target)
 
 
 hinge_embedding_loss_custom_vjp = jax.custom_vjp(hinge_embedding_loss, nondiff_argnums=(2, 3))

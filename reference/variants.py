@@ -54,3 +54,21 @@ def check_positional_signature(name: str, fn: Callable, what: str) -> None:
     if got != want:
         raise TypeError(f"{what} of {name} must take {want} positionally; it takes {got}")
 
+
+
+def undifferentiated(name: str) -> tuple[tuple[int, ...], tuple[str, ...]]:
+    """The positions of ``name``'s inputs and the names of its array hyperparameters that its
+    gradient (``reference.vjp``) does not cover: a hand-written backward may give them none."""
+    spec = get_spec(name)
+    return (tuple(i for i, n in enumerate(spec.inputs) if n not in spec.differentiable),
+            tuple(p for p in spec.array_params if p not in spec.differentiable_params))
+
+
+def no_gradient_message(name: str, variant: str, argument: str, autodiff_variant: str) -> str:
+    """What the hand-written variants raise where they would otherwise give a silent zero: a
+    gradient asked for ``argument``, which their backward does not compute."""
+    spec = get_spec(name)
+    return (f"the derivative for {argument!r} is not implemented in {name}'s {variant} variant: its "
+            f"hand-written backward differentiates {', '.join(spec.differentiable + spec.differentiable_params)} "
+            f"only. Stop the gradient at {argument} (torch: .detach(); JAX: jax.lax.stop_gradient), or use the "
+            f"{autodiff_variant} variant, which differentiates it")

@@ -12,7 +12,7 @@ from torch.autograd.function import _SingleLevelFunction
 import reference
 from reference import checks
 from reference.reductions import reduce
-from reference.variants import Implementations, check_positional_signature
+from reference.variants import Implementations, check_positional_signature, no_gradient_message, undifferentiated
 
 IMPLEMENTATIONS = Implementations("torch", ("module", "function"))
 
@@ -427,6 +427,55 @@ def fast_apply(fn_class: type[torch.autograd.Function]):
     return apply
 
 
+class _GradientRequired(torch.autograd.Function):
+    """The identity, put before a ``function`` variant's input (or array hyperparameter) that
+    its backward may give no gradient (``reference.variants.undifferentiated``): where the
+    backward gives none and one is asked for, a NotImplementedError that names the input, as
+    torch raises for a derivative marked ``not_implemented``, instead of a silent zero. Where
+    the backward does give one (cross_entropy's probability targets), it passes."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(x, message):
+        return x.view_as(x)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.message = inputs[1]
+        ctx.set_materialize_grads(False)
+
+    @staticmethod
+    def backward(ctx, grad):
+        if grad is None:
+            raise NotImplementedError(ctx.message)
+        return grad, None
+
+
+def gradients_required(name: str):
+    """``(inputs, kw) -> (inputs, kw)`` for ``name``'s ``function`` variant: each input and array
+    hyperparameter outside its gradient that requires grad goes through ``_GradientRequired``."""
+    positions, params = undifferentiated(name)
+    spec = reference.get(name)
+
+    def needs(x) -> bool:
+        return isinstance(x, torch.Tensor) and x.requires_grad
+
+    def guard(x, argument):
+        return _GradientRequired.apply(x, no_gradient_message(name, "function", argument, "module"))
+
+    def required(inputs: tuple, kw: dict) -> tuple[tuple, dict]:
+        if not torch.is_grad_enabled():
+            return inputs, kw
+        if any(needs(inputs[i]) for i in positions):
+            inputs = tuple(guard(x, spec.inputs[i]) if i in positions and needs(x) else x for i, x in enumerate(inputs))
+        if any(needs(kw[p]) for p in params):
+            kw = {k: guard(v, k) if k in params and needs(v) else v for k, v in kw.items()}
+        return inputs, kw
+
+    return required
+
+
 def function(name: str, fn_class: type[torch.autograd.Function]):
     """The ``function`` variant of ``name``: validate, then ``fn_class.apply`` with the inputs
     and the hyperparameters in the spec's order.
@@ -437,14 +486,15 @@ def function(name: str, fn_class: type[torch.autograd.Function]):
     check_positional_signature(name, fn_class.forward, f"{fn_class.__name__}.forward")
     apply = fast_apply(fn_class)
     labels = label_positions(name)
+    required = gradients_required(name)
 
     if getattr(fn_class, "returns_residuals", False):
         def checked_call(*inputs, **kw):
-            kw = validate(name, inputs, kw)
+            inputs, kw = required(inputs, validate(name, inputs, kw))
             return apply(*widened(inputs, labels), *kw.values())[0]
     else:
         def checked_call(*inputs, **kw):
-            kw = validate(name, inputs, kw)
+            inputs, kw = required(inputs, validate(name, inputs, kw))
             return apply(*widened(inputs, labels), *kw.values())
 
     def call(*inputs, **kw):
@@ -479,9 +529,10 @@ def alias(name: str, class_name: str) -> type[LossModule]:
     apply = fast_apply(fn_class)
     residuals = getattr(fn_class, "returns_residuals", False)
     labels = label_positions(name)
+    required = gradients_required(name)
 
     def checked_call(*inputs, **kw):
-        kw = validate(name, inputs, kw)
+        inputs, kw = required(inputs, validate(name, inputs, kw))
         t_inputs, t_kw = mapping.arguments(widened(inputs, labels), kw)
         out = apply(*t_inputs, *t_kw.values())
         return out[0] if residuals else out

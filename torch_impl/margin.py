@@ -95,7 +95,9 @@ class HingeEmbeddingLossFunction(torch.autograd.Function):
         # 1 where t = 1, else -[x < margin]: [x < margin] (t - 1) / 2 + (t + 1) / 2 for t in {-1, 1}
         positive = (target + 1.0) * 0.5
         slope = torch.addcmul(positive, indicator(torch.lt, input, ctx.margin), positive - 1.0)
-        return scaled(slope, g), None, None, None
+        # The target (+1 or -1) only selects a branch: its derivative is 0 wherever it has one.
+        d_target = torch.zeros_like(target) if ctx.needs_input_grad[1] else None
+        return scaled(slope, g), d_target, None, None
 
 
 HingeEmbeddingLoss = module("hinge_embedding_loss", "HingeEmbeddingLoss", hinge_embedding_loss)
