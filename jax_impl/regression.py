@@ -323,7 +323,7 @@ def _mean_absolute_percentage_error_bwd(reduction, residuals, cotangent):
     y_true, y_pred = residuals
     y = y_true.astype(y_pred.dtype)
     g = reduce_vjp(cotangent, reduction, _rows(y_pred))
-    slope = 100.0 / y_pred.shape[-1] * jnp.sign(y_pred - y) / jnp.maximum(jnp.abs(y), KERAS_EPSILON)
+    slope = 100.0 / max(y_pred.shape[-1], 1) * jnp.sign(y_pred - y) / jnp.maximum(jnp.abs(y), KERAS_EPSILON)
     return None, slope * jnp.expand_dims(g, -1)
 
 
@@ -357,7 +357,7 @@ def _mean_squared_logarithmic_error_fwd(y_true, y_pred, reduction):
 def _mean_squared_logarithmic_error_bwd(reduction, residuals, cotangent):
     y_pred, x, diff = residuals
     g = reduce_vjp(cotangent, reduction, _rows(y_pred))
-    slope = jnp.where(y_pred > KERAS_EPSILON, 2.0 / y_pred.shape[-1] * diff / (1.0 + x), 0.0)
+    slope = jnp.where(y_pred > KERAS_EPSILON, 2.0 / max(y_pred.shape[-1], 1) * diff / (1.0 + x), 0.0)
     return None, slope * jnp.expand_dims(g, -1)
 
 

@@ -27,7 +27,7 @@ from scipy.special import log_expit, log_softmax, softmax, xlogy, expit
 
 from . import articles, checks
 from .numerics import logaddexp, masked_logsumexp, shifted_log_softmax
-from .reductions import reduce, reduce_vjp
+from .reductions import mean_over, reduce, reduce_vjp
 from .spec import (Alias, BadInput, Case, Difference, LossSpec, Sampled, alias_spec, register, replace_input,
                    set_param, XFail)
 
@@ -1936,10 +1936,11 @@ def _clipped_log(p):
 
 
 def _keras_cotangent(cotangent, reduction, shape, axis):
-    """The per-example cotangent broadcast back along the averaged ``axis``, divided by its size."""
+    """The per-example cotangent broadcast back along the averaged ``axis``, divided by its size
+    (an empty axis has no element to receive it: any finite divisor does)."""
     axes = _optax_axes(axis, len(shape))
     n = int(np.prod([shape[a] for a in axes], dtype=np.int64))
-    return _per_example_cotangent(cotangent, reduction, _class_shape(shape, axis), axes) / n
+    return _per_example_cotangent(cotangent, reduction, _class_shape(shape, axis), axes) / max(n, 1)
 
 
 # -- categorical_generalized_cross_entropy (Keras) -----------------------------------
@@ -2116,7 +2117,7 @@ def binary_focal_crossentropy(y_true, y_pred, apply_class_balancing=False, alpha
     """
     _, _, _, _, bce, _, _, _, focal, weight = _binary_focal_parts(y_true, y_pred, apply_class_balancing, alpha,
                                                                    gamma, from_logits, label_smoothing)
-    return reduce((weight * focal * bce).mean(_optax_axes(axis, y_pred.ndim)), reduction)
+    return reduce(mean_over(weight * focal * bce, _optax_axes(axis, y_pred.ndim)), reduction)
 
 
 def binary_focal_crossentropy_vjp(cotangent, y_true, y_pred, apply_class_balancing=False, alpha=0.25, gamma=2.0,

@@ -32,7 +32,7 @@ import numpy as np
 from scipy.special import expit, log_expit
 
 from . import checks
-from .reductions import reduce, reduce_vjp
+from .reductions import mean_over, reduce, reduce_vjp
 from .spec import BadInput, Case, Difference, LossSpec, Sampled, XFail, register, replace_input, set_param
 
 # Every hinge argument the samplers produce stays this far from its kink.
@@ -221,7 +221,7 @@ def multilabel_soft_margin_loss(input, target, weight=None, reduction="mean"):
     elementwise = -(target * log_expit(input) + (1.0 - target) * log_expit(-input))
     if weight is not None:
         elementwise = elementwise * weight
-    return reduce(elementwise.sum(-1) / input.shape[-1], reduction)
+    return reduce(mean_over(elementwise), reduction)
 
 
 def multilabel_soft_margin_loss_vjp(cotangent, input, target, weight=None, reduction="mean"):
@@ -339,6 +339,8 @@ def check_multilabel_margin(args: dict) -> None:
     checks.integer(t, "class indices ended by -1")
     checks.ndim_in(x, (1, 2), "(C,) or (N, C)")
     checks.same_shape(x, t)
+    if x.shape[-1] == 0:  # as torch's multilabel_margin_loss, which refuses it
+        raise ValueError(f"input must have at least one class; got shape {x.shape}")
     checks.class_labels(t, x.shape[-1], ignore_index=-1)
 
 
@@ -564,6 +566,7 @@ register(LossSpec(
         _bad("target of another shape", replace_input(1, lambda xs: xs[1][:, :-1]), ValueError, "target"),
         _bad("target that would broadcast", replace_input(1, lambda xs: xs[1][:1]), ValueError, "target"),
         _bad("3-d input", replace_input(0, lambda xs: xs[0][None]), ValueError, "input"),
+        _bad("no classes", lambda xs, kw: ((xs[0][..., :0], xs[1][..., :0]), kw), ValueError, "input"),
     ),
     builtins={"torch": "torch.nn.functional.multilabel_margin_loss"},
 ))
@@ -984,7 +987,7 @@ def squared_hinge(y_true, y_pred, reduction="none"):
     """
     y = keras_hinge_labels(y_true.astype(y_pred.dtype))
     h = np.maximum(0.0, 1.0 - y * y_pred)
-    return reduce((h * h).mean(-1), reduction)
+    return reduce(mean_over(h * h), reduction)
 
 
 def squared_hinge_vjp(cotangent, y_true, y_pred, reduction="none"):

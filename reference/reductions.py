@@ -47,6 +47,16 @@ def reduce_vjp(cotangent, reduction: str, numel: int, denominator=None, batch_si
     raise ValueError(f"reduction must be one of 'none', 'mean', 'sum', 'batchmean'; got {reduction!r}")
 
 
+def mean_over(x: np.ndarray, axis=-1):
+    """``x.mean(axis)`` (an int, a tuple or None), NaN without NumPy's "Mean of empty slice"
+    warning where the axes hold no element (a class or feature dim of 0), as torch's and JAX's
+    means give."""
+    axes = range(x.ndim) if axis is None else (axis,) if isinstance(axis, int) else axis
+    if any(x.shape[a] == 0 for a in axes):
+        return _divide(x.sum(axis), 0)
+    return x.mean(axis)
+
+
 def _divide(total, denominator):
     """``total / denominator``; for NumPy without its warning where an empty batch makes it 0 / 0
     (NaN, as torch's built-ins give)."""

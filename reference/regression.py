@@ -14,7 +14,7 @@ import numpy as np
 
 from . import articles, checks
 from .numerics import logaddexp
-from .reductions import reduce, reduce_vjp
+from .reductions import mean_over, reduce, reduce_vjp
 from .spec import (Alias, BadInput, Case, Difference, LossSpec, Sampled, alias_spec, register, replace_input,
                    set_param)
 
@@ -741,7 +741,7 @@ def mean_absolute_percentage_error(y_true, y_pred, reduction="none"):
     """
     y = y_true.astype(y_pred.dtype)
     per = np.abs((y - y_pred) / np.maximum(np.abs(y), KERAS_EPSILON))
-    return reduce(100.0 * per.mean(-1), reduction)
+    return reduce(100.0 * mean_over(per), reduction)
 
 
 def mean_absolute_percentage_error_vjp(cotangent, y_true, y_pred, reduction="none"):
@@ -754,7 +754,7 @@ def mean_absolute_percentage_error_vjp(cotangent, y_true, y_pred, reduction="non
     """
     y = y_true.astype(y_pred.dtype)
     g = reduce_vjp(cotangent, reduction, int(np.prod(y_pred.shape[:-1])))
-    slope = 100.0 / y_pred.shape[-1] * np.sign(y_pred - y) / np.maximum(np.abs(y), KERAS_EPSILON)
+    slope = 100.0 / max(y_pred.shape[-1], 1) * np.sign(y_pred - y) / np.maximum(np.abs(y), KERAS_EPSILON)
     return (slope * _per_row(g),)
 
 
@@ -842,7 +842,7 @@ def mean_squared_logarithmic_error(y_true, y_pred, reduction="none"):
     """
     y = y_true.astype(y_pred.dtype)
     diff = np.log1p(np.maximum(y_pred, KERAS_EPSILON)) - np.log1p(np.maximum(y, KERAS_EPSILON))
-    return reduce((diff * diff).mean(-1), reduction)
+    return reduce(mean_over(diff * diff), reduction)
 
 
 def mean_squared_logarithmic_error_vjp(cotangent, y_true, y_pred, reduction="none"):
@@ -859,7 +859,7 @@ def mean_squared_logarithmic_error_vjp(cotangent, y_true, y_pred, reduction="non
     x = np.maximum(y_pred, KERAS_EPSILON)
     diff = np.log1p(x) - np.log1p(np.maximum(y, KERAS_EPSILON))
     g = reduce_vjp(cotangent, reduction, int(np.prod(y_pred.shape[:-1])))
-    slope = np.where(kept, 2.0 / y_pred.shape[-1] * diff / (1.0 + x), 0.0)
+    slope = np.where(kept, 2.0 / max(y_pred.shape[-1], 1) * diff / (1.0 + x), 0.0)
     return (slope * _per_row(g),)
 
 
@@ -922,7 +922,7 @@ def poisson(y_true, y_pred, reduction="none"):
     averaged over the last axis.
     """
     y = y_true.astype(y_pred.dtype)
-    return reduce((y_pred - y * np.log(y_pred + KERAS_EPSILON)).mean(-1), reduction)
+    return reduce(mean_over(y_pred - y * np.log(y_pred + KERAS_EPSILON)), reduction)
 
 
 def poisson_vjp(cotangent, y_true, y_pred, reduction="none"):

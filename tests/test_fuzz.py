@@ -482,6 +482,33 @@ def empty_batch(spec, case) -> dict:
     return out
 
 
+def agreement_or_the_same_refusal(spec, case, sizes: dict, variants) -> list[str]:
+    """``check_example`` on the sampler's draw at ``sizes``; where the checks refuse it, each of
+    ``variants`` must raise the reference's error (its type, and its message up to a ';').
+    Skips where the sampler itself cannot draw ``sizes``."""
+    try:
+        inputs, kw = spec.draw(np.random.default_rng(0), case.name, np.float64, **sizes)
+    except Exception as e:  # noqa: BLE001  (the sampler's own limit, not the loss's)
+        pytest.skip(f"{spec.name} [{case.name}]: the sampler cannot draw {sizes}: {type(e).__name__}: {e}")
+    try:
+        return check_example(Example(spec.name, case.name, sizes, 0, 1.0), variants)
+    except matrix.OutsideDomain as e:
+        refused = e.__cause__
+        assert isinstance(refused, (ValueError, TypeError, IndexError)), f"{spec.name} {sizes}: {e}"
+    d = matrix.Drawn(inputs, {**kw, "reduction": spec.case_reductions(case)[0]}, np.zeros(()))
+    failures = []
+    for variant in (v for v in variants if v != "reference"):
+        torch_side = matrix.FRAMEWORK_OF[variant] == "torch"
+        arrays, kw = matrix.torch_arrays(d) if torch_side else matrix.jax_arrays(d)
+        try:
+            matrix.implementation(variant, spec.name)(*arrays, **kw)
+            failures.append(f"{spec.name} {variant} {sizes}: took what the reference refuses ({refused!r})")
+        except Exception as raised:  # noqa: BLE001  (compared with the reference's below)
+            if type(raised) is not type(refused) or str(raised).split(";")[0] != str(refused).split(";")[0]:
+                failures.append(f"{spec.name} {variant} {sizes}: raised {raised!r}, the reference {refused!r}")
+    return failures
+
+
 @pytest.mark.parametrize("name", reference.names())
 def test_an_empty_batch(name):
     """Each loss's first case with a batch of 0, every reduction: every implementation agrees
@@ -492,20 +519,43 @@ def test_an_empty_batch(name):
     case = spec.cases[0]
     sizes = empty_batch(spec, case)
     assert sizes, f"{name}: no batch size among its sampler's options {size_options(spec, case)}"
-    try:
-        failures = check_example(Example(name, case.name, sizes, 0, 1.0), ("reference",) + matrix.VARIANTS)
-    except matrix.OutsideDomain as e:
-        refused = e.__cause__
-        assert isinstance(refused, (ValueError, TypeError, IndexError)), f"{name} {sizes}: {e}"
-        inputs, kw = spec.draw(np.random.default_rng(0), case.name, np.float64, **sizes)
-        d = matrix.Drawn(inputs, {**kw, "reduction": spec.case_reductions(case)[0]}, np.zeros(()))
-        for variant in matrix.VARIANTS:
-            torch_side = matrix.FRAMEWORK_OF[variant] == "torch"
-            arrays, kw = matrix.torch_arrays(d) if torch_side else matrix.jax_arrays(d)
-            with pytest.raises(type(refused), match=re.escape(str(refused).split(";")[0])):
-                matrix.implementation(variant, name)(*arrays, **kw)
-        return
+    failures = agreement_or_the_same_refusal(spec, case, sizes, ("reference",) + matrix.VARIANTS)
     assert not failures, f"{len(failures)} disagreement(s) on an empty batch:\n\n" + "\n\n".join(failures)
+
+
+def zero_size_dims(spec, case) -> list[tuple[str, dict]]:
+    """The case's sampler options with one dim other than the batch at 0 each: a class count, a
+    feature count, a later dim of a ``shape``."""
+    out = []
+    for option, value in size_options(spec, case).items():
+        if isinstance(value, tuple):
+            out += [(f"{option}[{k}]=0", {option: value[:k] + (0,) + value[k + 1:]}) for k in range(1, len(value))]
+        elif option not in BATCH_OPTIONS:
+            out.append((f"{option}=0", {option: 0}))
+    return out
+
+
+def _zero_size_params():
+    for name in reference.names():
+        spec = reference.get(name)
+        for label, sizes in zero_size_dims(spec, spec.cases[0]):
+            for framework in ("torch", "jax"):
+                marks = [pytest.mark.slow] if framework == "jax" else []  # a JAX compile per shape
+                yield pytest.param(name, sizes, framework, id=f"{name}-{label}-{framework}", marks=marks)
+
+
+@pytest.mark.parametrize("name, sizes, framework", list(_zero_size_params()))
+def test_a_zero_size_class_or_feature_dim(name, sizes, framework):
+    """Each loss's first case with a class, feature or later dim of 0 (where its sampler can
+    draw one), every reduction: the framework's implementations agree with the reference (a
+    mean over nothing is NaN, as in NumPy and torch's built-ins, and the gradients are empty),
+    or, where the checks refuse it (``multilabel_margin_loss``, as torch's), raise its error.
+    Found: ``ZeroDivisionError`` in the reference and JAX VJPs of two Keras losses, an
+    IndexError in two torch backwards, a reshape error in ``multilabel_margin_loss``'s."""
+    spec = reference.get(name)
+    variants = ("reference", *matrix.FRAMEWORKS[framework]) if framework == "torch" else matrix.FRAMEWORKS[framework]
+    failures = agreement_or_the_same_refusal(spec, spec.cases[0], sizes, variants)
+    assert not failures, f"{len(failures)} disagreement(s) at {sizes}:\n\n" + "\n\n".join(failures)
 
 
 # -- float32 far out ----------------------------------------------------------------------

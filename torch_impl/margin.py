@@ -11,6 +11,8 @@ masks by comparison with ``arange(C)``, so no backward needs a scatter.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -20,7 +22,7 @@ from .core import (builtin, class_major, cotangent, function, in_place_ok, indic
 
 
 def _per_sample_count(input) -> int:
-    return input[..., 0].numel()
+    return math.prod(input.shape[:-1])
 
 
 # -- margin_ranking_loss -----------------------------------------------------------
@@ -175,7 +177,7 @@ class MultilabelSoftMarginLossFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_output):
         input, target, weight = ctx.saved_tensors
-        g = cotangent(grad_output, ctx.reduction, _per_sample_count(input), 1.0 / input.shape[-1])
+        g = cotangent(grad_output, ctx.reduction, _per_sample_count(input), 1.0 / max(input.shape[-1], 1))
         if ctx.reduction == "none":
             g = g.unsqueeze(-1)
         if weight is not None:
