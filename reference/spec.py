@@ -167,6 +167,25 @@ def set_param(key: str, make: Callable[[tuple], object]):
     return lambda inputs, kw: (inputs, {**kw, key: make(inputs)})
 
 
+_PLAIN = frozenset({bool, int, float, str, type(None)})
+
+
+def _number_held(name: str, v):
+    """The Python number that ``v``, a NumPy scalar or a 0-d array of any framework, holds;
+    ``v`` itself where it holds none, or where it is traced (JAX under jit or grad)."""
+    if isinstance(v, np.generic):
+        return v.item()
+    if type(v) in _PLAIN or getattr(v, "ndim", None) != 0 or not hasattr(v, "item"):
+        return v
+    if getattr(v, "requires_grad", False):
+        raise TypeError(f"{name} must be a number; got a tensor that requires grad, whose gradient would be lost "
+                        f"(hyperparameters get none): pass {name}.item() or a detached tensor")
+    try:
+        return v.item()
+    except Exception:  # noqa: BLE001  (a traced value has no number yet: the checks refuse it)
+        return v
+
+
 @dataclass(frozen=True)
 class XFail:
     """A matrix cell known to disagree; the matrix marks it ``xfail(strict=True)``.
@@ -297,19 +316,27 @@ class LossSpec:
         return {**defaults, **self.python_scalars(kw)}
 
     def python_scalars(self, kw: dict) -> dict:
-        """``kw`` with each NumPy scalar hyperparameter (``np.float32(0.5)``, ``np.int64(1)``,
-        ``np.bool_``, also inside a tuple) as the Python number it holds, as the torch built-ins
-        take them: the checks ask for Python numbers, torch's ops for numbers, and in JAX a NumPy
-        scalar is not weakly typed (``np.float64(0.5) * x`` is float64 for a float32 ``x``).
+        """``kw`` with each hyperparameter that holds one number (a NumPy scalar such as
+        ``np.float32(0.5)``, ``np.int64(1)`` or ``np.bool_``; a 0-d NumPy array, torch tensor or
+        concrete JAX array; also inside a tuple) as the Python number it holds, as the torch
+        built-ins take them: the checks ask for Python numbers, torch's ops for numbers, and in
+        JAX a NumPy scalar is not weakly typed (``np.float64(0.5) * x`` is float64 for a float32
+        ``x``). A traced JAX value stays as it is (the checks refuse it: hyperparameters are
+        static); a tensor that requires grad is refused here, since its gradient would be lost.
         ``kw`` itself where there is none (the common case: no copy)."""
         out = None
         for k, v in kw.items():
-            if isinstance(v, np.generic) or (type(v) is tuple and any(isinstance(i, np.generic) for i in v)):
-                if k in self.array_params:
-                    continue  # an array hyperparameter's own checks say what it must be
+            if type(v) in _PLAIN or k in self.array_params:  # an array hyperparameter has checks of its own
+                continue
+            if type(v) is tuple:
+                held = tuple(_number_held(k, i) for i in v)
+                changed = any(h is not i for h, i in zip(held, v))
+            else:
+                held = _number_held(k, v)
+                changed = held is not v
+            if changed:
                 out = dict(kw) if out is None else out
-                out[k] = v.item() if isinstance(v, np.generic) else tuple(
-                    i.item() if isinstance(i, np.generic) else i for i in v)
+                out[k] = held
         return kw if out is None else out
 
     def xfail_reason(self, variant: str, dtype: str, case: str, reduction: str) -> str | None:

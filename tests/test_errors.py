@@ -172,15 +172,69 @@ def test_numpy_scalar_hyperparameters_are_python_numbers(name):
                     f"where {v!r} gives {v!r}")
 
 
+def _as_zero_dim(spec, kw: dict, make) -> dict:
+    """Every number-valued hyperparameter (and each number in a tuple) as ``make(number)``, a 0-d
+    array of some package."""
+    def zero_dim(v):
+        if type(v) is tuple:
+            return tuple(zero_dim(i) for i in v)
+        return make(v) if isinstance(v, (bool, int, float)) else v
+    return {k: v if k in spec.array_params else zero_dim(v) for k, v in kw.items()}
+
+
+@pytest.mark.parametrize("name", reference.names())
+def test_zero_dim_array_hyperparameters_are_python_numbers(name):
+    """A hyperparameter given as a 0-d array (a NumPy array, a torch tensor, a concrete JAX
+    array: a margin kept as a tensor) is the number it holds to every package, as torch's
+    built-ins take a 0-d tensor: the first case's hyperparameters, each as a 0-d array of the
+    package, validate to the very values the Python numbers do, in Python types. A tensor that
+    requires grad is refused, naming the hyperparameter: its gradient would be lost."""
+    import jax.numpy as jnp
+    import torch
+    spec = reference.get(name)
+    case = spec.cases[0]
+    inputs, kw = spec.draw(np.random.default_rng(seed_for(name, case.name)), case.name)
+    kw = {**spec.defaults, **{k: (v.numpy if isinstance(v, reference.PerFramework) else v) for k, v in kw.items()}}
+    want = reference.validate(spec, inputs, kw)
+
+    def float64_tensor(v):  # torch.tensor(0.4) is float32, which holds 0.4000000059604645
+        return torch.tensor(v, dtype=torch.float64) if type(v) is float else torch.tensor(v)
+
+    d = Drawn(tuple(inputs), kw, np.zeros(()))
+    arrays, torch_kw = torch_arrays(d)
+    jax_inputs, jax_kw = jax_arrays(d)
+    for package, got in (
+            ("reference", reference.validate(spec, inputs, _as_zero_dim(spec, kw, np.array))),
+            ("torch", torch_impl.core.validate(name, tuple(arrays), _as_zero_dim(spec, torch_kw, float64_tensor))),
+            ("jax", jax_impl.core.validate(name, tuple(jax_inputs), _as_zero_dim(spec, jax_kw, jnp.asarray))[1])):
+        for k, v in want.items():
+            if k not in spec.array_params:
+                assert got[k] == v and type(got[k]) is type(v), f"{name} {package}: {k} validated to {got[k]!r}, not {v!r}"
+    floats = [k for k, v in want.items() if type(v) is float and k not in spec.array_params]
+    if floats:
+        k = floats[0]
+        with pytest.raises(TypeError, match=f"{k} must be a number; got a tensor that requires grad"):
+            torch_impl.get(name, "function")(*arrays, **{**torch_kw, k: torch.tensor(want[k], requires_grad=True)})
+
+
 def test_numpy_scalar_hyperparameters_keep_the_dtype():
-    """End to end, where it showed: JAX promotes a float32 input with an np.float64 scalar to
-    float64 (a NumPy scalar is not weakly typed); the axis np.int64(-1) broke torch's and JAX's
-    optax ports (``'numpy.int64' object is not iterable``) while the reference took it."""
+    """End to end, where it showed: JAX promotes a float32 input with an np.float64 scalar (or a
+    0-d float64 array) to float64 (neither is weakly typed); the axis np.int64(-1) broke torch's
+    and JAX's optax ports (``'numpy.int64' object is not iterable``) while the reference took it;
+    torch's ``huber_loss`` takes ``delta=torch.tensor(0.5)``, and so do both torch variants."""
     x = np.linspace(-2.0, 2.0, 12, dtype=np.float32).reshape(3, 4)
     y = x[::-1].copy()
+    import jax.numpy as jnp
+    import torch
+    import torch.nn.functional as F
     for variant in jax_impl.VARIANTS:
-        out = jax_impl.get("huber_loss", variant)(x, y, delta=np.float64(0.5))
-        assert out.dtype == np.float32, (variant, out.dtype)
+        for delta in (np.float64(0.5), jnp.asarray(0.5, dtype=jnp.float64)):
+            out = jax_impl.get("huber_loss", variant)(x, y, delta=delta)
+            assert out.dtype == np.float32, (variant, delta, out.dtype)
+    for variant in torch_impl.VARIANTS:  # torch's own takes a 0-d tensor too
+        tx, ty = torch.from_numpy(x), torch.from_numpy(y)
+        torch.testing.assert_close(torch_impl.get("huber_loss", variant)(tx, ty, delta=torch.tensor(0.5)),
+                                   F.huber_loss(tx, ty, delta=torch.tensor(0.5)))
     p = np.full((3, 4), 0.25)
     for make_call in (_torch, _jax):
         for variant in PACKAGES["torch" if make_call is _torch else "jax"][1]:
