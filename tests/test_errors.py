@@ -277,12 +277,13 @@ for name in reference.names():
     reduction = spec.case_reductions(case)[0]
     d = matrix.draw(spec, case.name, reduction, "float32")  # integer labels stay NumPy's int64
     want_value, want_grads = matrix.expected(spec, d)
-    for variant in matrix.FRAMEWORKS["jax"]:
-        try:
-            value, grads = matrix.run_jax(matrix.implementation(variant, name), spec, d, "cpu")
-        except Exception as e:
-            failures.append(f"{name} [{case.name}] {variant}: raised {type(e).__name__}: {e}")
+    results = matrix.run_jax_calls({v: (matrix.implementation(v, name), spec, d, "cpu")
+                                    for v in matrix.FRAMEWORKS["jax"]})  # both under one jax.jit
+    for variant, result in results.items():
+        if isinstance(result, BaseException):
+            failures.append(f"{name} [{case.name}] {variant}: raised {type(result).__name__}: {result}")
             continue
+        value, grads = result
         if not (matrix.close(value, want_value, rtol, atol)
                 and all(matrix.close(g, w, rtol, atol) for g, w in zip(grads, want_grads))):
             failures.append(f"{name} [{case.name}] {variant}: differs from the reference")
