@@ -82,11 +82,32 @@ def validate(name: str, inputs: tuple, kw: dict) -> tuple[tuple, dict]:
     return inputs, reference.validate(spec, inputs, kw, describe)
 
 
+def widened(name: str):
+    """``inputs -> inputs`` for ``name``: each integer array among the inputs that get no
+    gradient (labels, CTC targets and lengths) of a dtype other than JAX's default integer (int64
+    with float64 on, else int32) as that default, as ``torch_impl.core.widened`` takes a narrow
+    label to int64: under strict dtype promotion JAX refuses to compare an int16 label with an
+    int64 class index."""
+    positions = undifferentiated(name)[0]
+
+    def widen(inputs: tuple) -> tuple:
+        default = jax.dtypes.canonicalize_dtype(jnp.int64)
+        if not any(jnp.issubdtype(inputs[i].dtype, jnp.integer) and inputs[i].dtype != default for i in positions
+                   if hasattr(inputs[i], "dtype")):
+            return inputs
+        return tuple(x.astype(default) if i in positions and hasattr(x, "dtype") and jnp.issubdtype(x.dtype, jnp.integer)
+                     else x for i, x in enumerate(inputs))
+
+    return widen
+
+
 def autodiff(name: str, fn):
     """The ``autodiff`` variant of ``name``: ``fn`` over jax.numpy, differentiated by JAX."""
+    widen = widened(name)
+
     def call(*inputs, **kw):
         inputs, kw = validate(name, inputs, kw)
-        return fn(*inputs, **kw)
+        return fn(*widen(inputs), **kw)
 
     call.__name__, call.__doc__ = name, fn.__doc__
     call.implementation = fn
@@ -143,10 +164,11 @@ def custom_vjp(name: str, fn: jax.custom_vjp, fwd, bwd):
     are its ``nondiff_argnums``."""
     check_positional_signature(name, fn.fun, f"the custom_vjp of {name}")
     required = gradients_required(name)
+    widen = widened(name)
 
     def call(*inputs, **kw):
         inputs, kw = required(*validate(name, inputs, kw))
-        return fn(*inputs, *kw.values())
+        return fn(*widen(inputs), *kw.values())
 
     call.__name__, call.__doc__ = name, fn.fun.__doc__
     call.implementation = fn
@@ -168,12 +190,13 @@ def alias(name: str) -> None:
 
 def _alias_call(name: str, mapping, fn, variant: str):
     required = gradients_required(name) if variant == "custom_vjp" else None
+    widen = widened(name)
 
     def call(*inputs, **kw):
         inputs, kw = validate(name, inputs, kw)
         if required is not None:
             inputs, kw = required(inputs, kw)
-        t_inputs, t_kw = mapping.arguments(inputs, kw)
+        t_inputs, t_kw = mapping.arguments(widen(inputs), kw)
         if variant == "custom_vjp":  # the custom_vjp takes every hyperparameter positionally
             return fn(*t_inputs, *t_kw.values())
         return fn(*t_inputs, **t_kw)

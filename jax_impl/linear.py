@@ -105,7 +105,7 @@ def _linear_cross_entropy_bwd(reduction, ignore_index, label_smoothing, chunk_si
     num_classes, eps = linear_weight.shape[0], label_smoothing
     mask, safe, w, w_y = _class_terms(t, weight, num_classes, ignore_index, x.dtype)
     g = reduce_vjp(cotangent, reduction, t.size, w_y.sum())
-    g = (g.reshape(-1) if reduction == "none" else jnp.broadcast_to(g, t.shape)) * mask  # one per row
+    g = (g.reshape(-1) if reduction == "none" else jnp.broadcast_to(g, t.shape)) * mask.astype(g.dtype)  # one per row
     scale = eps / num_classes
 
     def d_logits(xc, safe_c, w_y_c, g_c):

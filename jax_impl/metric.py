@@ -349,7 +349,7 @@ def _ntxent_parts(embeddings, labels, temperature):
 def ntxent(embeddings, labels, temperature=0.07, reduction="none"):
     x, pos, neg, lse_neg = _ntxent_parts(embeddings, labels, temperature)[:4]
     # norm - x as softplus(lse_neg - x): no cancellation where the loss is small (half precision)
-    loss = jnp.where(pos, jax.nn.softplus(lse_neg[:, None] - x), 0.0).sum() / pos.sum()
+    loss = jnp.where(pos, jax.nn.softplus(lse_neg[:, None] - x), 0.0).sum() / pos.sum().astype(x.dtype)
     return reduce(loss, reduction)
 
 
@@ -366,7 +366,7 @@ def _ntxent_bwd(temperature, reduction, residuals, cotangent):
     pair = rest.sum(1)  # sum_j e^{M_i - L_ij}
     g_neg = jnp.where(neg, jnp.exp(x - shift[:, None]), 0.0) * pair[:, None]
     g_pos = -rest
-    G = g * (g_pos + g_neg) / (pos.sum() * temperature)
+    G = g * (g_pos + g_neg) / (pos.sum().astype(x.dtype) * temperature)
     v = (G + G.T) @ u
     d = (v - _slope(n2 - eps)[:, None] * (u * v).sum(-1, keepdims=True) * u) / r[:, None]
     return d, None
@@ -387,7 +387,7 @@ def _ranking_parts(logits, labels, where, weights):
         y = y * weights
     lse, _ = masked_logsumexp(logits, -1, where, keepdims=False, empty=0.0)
     per_list = -jnp.where(valid, y * (logits - lse[..., None]), 0.0).sum(-1)
-    counted = jnp.maximum(valid.any(-1).sum(), 1) if where is not None else max(per_list.size, 1)
+    counted = jnp.maximum(valid.any(-1).sum(), 1).astype(logits.dtype) if where is not None else max(per_list.size, 1)
     return y, valid, lse, per_list, counted
 
 

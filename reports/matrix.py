@@ -11,6 +11,7 @@ The tests (``tests/test_matrix.py``) and the report both run cells from here.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import zlib
 from dataclasses import dataclass
@@ -310,14 +311,21 @@ def jax_vjp_program(fn, spec, arrays: list, kw: dict):
     """``fn``'s forward and VJP as one ``jax.jit`` program, and its arguments but the cotangent:
     ``program(arrays, array_kw, cotangent) -> (value, grads)``. The arrays (inputs and array
     hyperparameters) are arguments, not constants baked into the program; the other
-    hyperparameters are closed over (static)."""
+    hyperparameters are closed over (static).
+
+    lossparity's own variants are traced under JAX's strict dtype promotion, which refuses an
+    implicit promotion (a bool or int64 array times a float32 one) and changes no result: code
+    that traces there runs the same for a user who sets ``jax_numpy_dtype_promotion='strict'``.
+    A built-in (optax's, Keras's) is traced as the process is configured."""
     array_kw = {k: v for k, v in kw.items() if isinstance(v, jax.Array)}
     static_kw = {k: v for k, v in kw.items() if k not in array_kw}
+    ours = getattr(fn, "framework", None) == "jax"
 
     def forward_vjp(arrays, array_kw, cotangent):
-        call, primals = on_differentiable(fn, spec, list(arrays), {**static_kw, **array_kw})
-        out, pullback = jax.vjp(call, *primals)
-        return out, pullback(cotangent.astype(out.dtype))  # a built-in may answer in float64 under x64
+        with jax.numpy_dtype_promotion("strict") if ours else contextlib.nullcontext():
+            call, primals = on_differentiable(fn, spec, list(arrays), {**static_kw, **array_kw})
+            out, pullback = jax.vjp(call, *primals)
+            return out, pullback(cotangent.astype(out.dtype))  # a built-in may answer in float64 under x64
 
     return jax.jit(forward_vjp), (arrays, array_kw)
 
