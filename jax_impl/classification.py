@@ -67,7 +67,8 @@ def _effective_index_targets(input, target, weight, ignore_index, label_smoothin
     q = one_hot * jnp.expand_dims((1.0 - label_smoothing) * w_target, cd)
     if label_smoothing > 0:
         w = jnp.ones(num_classes, input.dtype) if weight is None else weight
-        q = q + (label_smoothing / num_classes) * _along_class(w, input) * jnp.expand_dims(counts, cd).astype(input.dtype)
+        counted = jnp.expand_dims(counts, cd).astype(input.dtype)
+        q = q + (label_smoothing / num_classes) * _along_class(w, input) * counted
     return q, w_target.sum()
 
 

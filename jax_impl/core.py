@@ -92,11 +92,14 @@ def widened(name: str):
 
     def widen(inputs: tuple) -> tuple:
         default = jax.dtypes.canonicalize_dtype(jnp.int64)
-        if not any(jnp.issubdtype(inputs[i].dtype, jnp.integer) and inputs[i].dtype != default for i in positions
-                   if hasattr(inputs[i], "dtype")):
+
+        def other_integer(i) -> bool:
+            x = inputs[i]
+            return hasattr(x, "dtype") and jnp.issubdtype(x.dtype, jnp.integer) and x.dtype != default
+
+        if not any(other_integer(i) for i in positions):
             return inputs
-        return tuple(x.astype(default) if i in positions and hasattr(x, "dtype") and jnp.issubdtype(x.dtype, jnp.integer)
-                     else x for i, x in enumerate(inputs))
+        return tuple(x.astype(default) if i in positions and other_integer(i) else x for i, x in enumerate(inputs))
 
     return widen
 

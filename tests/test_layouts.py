@@ -24,6 +24,10 @@ map), int8, int16 or int32 must give what int64 gives, in the reference and all 
 implementations: torch's gather, scatter and index_select refuse uint8 and int16 indices, and
 torch's indexing reads a uint8 tensor as a mask.
 
+With ``torch.set_default_dtype(torch.float64)`` (a scientific user's setting) a float32 call
+gives what it gives under the default float32, bit for bit, in float32: a tensor made inside a
+loss takes its dtype from the inputs, never from the default.
+
 Within ``torch.autocast`` both torch variants run as autocast runs torch's own losses (its
 float32 list): float32 and bfloat16 inputs give the float32 call's value, in float32, exactly,
 and each gradient is that call's in its input's dtype. A matrix product left to autocast
@@ -261,3 +265,33 @@ def test_autocast_runs_the_loss_in_float32(name):
                 except AssertionError as e:
                     failures.append(f"{where}: {what}: {e}")
     assert not failures, f"{name} under torch.autocast:\n" + "\n".join(failures)
+
+
+@pytest.mark.parametrize("name", reference.names())
+def test_the_default_dtype_changes_nothing(name):
+    """Every float32 case under its first reduction, both torch variants, once with
+    ``torch.set_default_dtype(torch.float64)``: the same value and gradients, bit for bit."""
+    spec = reference.get(name)
+    failures = []
+    for case in spec.matrix_cases:
+        if case.dtypes is not None and "float32" not in case.dtypes:
+            continue
+        d = matrix.draw(spec, case.name, spec.case_reductions(case)[0], "float32")
+        for variant in matrix.FRAMEWORKS["torch"]:
+            fn = matrix.implementation(variant, name)
+            want, want_grads, _ = run_under_autocast(fn, spec, d, autocast=False)
+            torch.set_default_dtype(torch.float64)
+            try:
+                got, grads, _ = run_under_autocast(fn, spec, d, autocast=False)
+            except Exception as e:  # noqa: BLE001  (float32 by default took it: an error is a finding)
+                failures.append(f"[{case.name}] {variant}: raised {type(e).__name__}: {e}")
+                continue
+            finally:
+                torch.set_default_dtype(torch.float32)
+            for what, g, w in [("value", got, want)] + [(f"grad {i}", g, w) for i, (g, w) in
+                                                      enumerate(zip(grads, want_grads))]:
+                try:
+                    torch.testing.assert_close(g, w, rtol=0, atol=0, equal_nan=True)
+                except AssertionError as e:
+                    failures.append(f"[{case.name}] {variant}: {what} under default float64: {e}")
+    assert not failures, f"{name} with torch's default dtype float64:\n" + "\n".join(failures)

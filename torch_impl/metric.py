@@ -490,7 +490,7 @@ class NtxentFunction(torch.autograd.Function):
         pair = rest.sum(1)  # sum_j e^{M_i - L_ij}
         g_neg = torch.where(neg, torch.exp(x - shift[:, None]), 0.0) * pair[:, None]
         g_pos = -rest
-        G = g * (g_pos + g_neg) / (pos.sum() * tau)
+        G = g * (g_pos + g_neg) / (pos.sum().to(x.dtype) * tau)  # an int64 count times tau: the default dtype
         v = (G + G.T) @ u
         d = (v - _slope(n2 - eps)[:, None] * (u * v).sum(-1, keepdim=True) * u) / r[:, None]
         return d, None, None, None
