@@ -233,29 +233,27 @@ def run_under_autocast(fn, spec, d: matrix.Drawn, autocast: bool):
     return out, grads, diff
 
 
-@pytest.mark.parametrize("name", reference.names())
-def test_autocast_runs_the_loss_in_float32(name):
-    """Every float32 case of the loss under its first reduction, and its first case in bfloat16,
-    both torch variants: within ``torch.autocast("cpu", dtype=torch.bfloat16)`` the value is
-    float32 and equals the call on float32 copies outside autocast, bit for bit, and each
-    gradient is that call's in its input's dtype."""
+def bit_for_bit_failures(name: str, runs, attempt, call: str) -> list[str]:
+    """For each ``(case, dtype)`` of ``runs`` (the case's first reduction) and both torch variants:
+    ``attempt(fn, spec, d)``, which returns what ``run_under_autocast`` does, against the plain
+    call on float32 copies, bit for bit, each gradient in its input's dtype. ``call`` is the
+    Python of the attempt, for the reproducer."""
     spec = reference.get(name)
     failures = []
-    runs = [(case.name, "float32") for case in spec.matrix_cases
-            if case.dtypes is None or "float32" in case.dtypes] + [(spec.matrix_cases[0].name, "bfloat16")]
     for case, dtype in runs:
-        d = matrix.draw(spec, case, spec.case_reductions(spec.case(case))[0], dtype)
+        reduction = spec.case_reductions(spec.case(case))[0]
+        d = matrix.draw(spec, case, reduction, dtype)
         for variant in matrix.FRAMEWORKS["torch"]:
             fn = matrix.implementation(variant, name)
-            where = (f"[{case}] {variant}, {dtype} inputs; reproduce with: from tests.test_layouts import "
-                     f"run_under_autocast; d = matrix.draw(reference.get({name!r}), {case!r}, "
-                     f"{spec.case_reductions(spec.case(case))[0]!r}, {dtype!r}); "
-                     f"run_under_autocast(torch_impl.get({name!r}, {variant!r}), reference.get({name!r}), d, True)")
+            where = (f"[{case}] {variant}, {dtype} inputs; reproduce with:\n  import reference, torch, torch_impl; "
+                     f"from reports import matrix; from tests.test_layouts import run_under_autocast\n"
+                     f"  spec = reference.get({name!r}); fn = torch_impl.get({name!r}, {variant!r}); "
+                     f"d = matrix.draw(spec, {case!r}, {reduction!r}, {dtype!r})\n  {call}\n")
             want, want_grads, _ = run_under_autocast(fn, spec, d, autocast=False)
             try:
-                value, grads, diff = run_under_autocast(fn, spec, d, autocast=True)
-            except Exception as e:  # noqa: BLE001  (the float32 call took it: an error is a finding)
-                failures.append(f"{where}: raised {type(e).__name__}: {e}")
+                value, grads, diff = attempt(fn, spec, d)
+            except Exception as e:  # noqa: BLE001  (the plain float32 call took it: an error is a finding)
+                failures.append(f"{where}raised {type(e).__name__}: {e}")
                 continue
             checks = [("value", value, want)] + [(f"grad {i}", g, None if w is None else w.to(x.dtype))
                                                  for i, (g, w, x) in enumerate(zip(grads, want_grads, diff))]
@@ -263,7 +261,24 @@ def test_autocast_runs_the_loss_in_float32(name):
                 try:
                     torch.testing.assert_close(got, expected, rtol=0, atol=0, equal_nan=True)
                 except AssertionError as e:
-                    failures.append(f"{where}: {what}: {e}")
+                    failures.append(f"{where}{what}: {e}")
+    return failures
+
+
+def float32_runs(spec) -> list[tuple[str, str]]:
+    return [(case.name, "float32") for case in spec.matrix_cases if case.dtypes is None or "float32" in case.dtypes]
+
+
+@pytest.mark.parametrize("name", reference.names())
+def test_autocast_runs_the_loss_in_float32(name):
+    """Every float32 case of the loss under its first reduction, and its first case in bfloat16,
+    both torch variants: within ``torch.autocast("cpu", dtype=torch.bfloat16)`` the value is
+    float32 and equals the call on float32 copies outside autocast, bit for bit, and each
+    gradient is that call's in its input's dtype."""
+    spec = reference.get(name)
+    runs = float32_runs(spec) + [(spec.matrix_cases[0].name, "bfloat16")]
+    failures = bit_for_bit_failures(name, runs, lambda fn, spec, d: run_under_autocast(fn, spec, d, autocast=True),
+                                    "run_under_autocast(fn, spec, d, autocast=True)")
     assert not failures, f"{name} under torch.autocast:\n" + "\n".join(failures)
 
 
@@ -271,27 +286,14 @@ def test_autocast_runs_the_loss_in_float32(name):
 def test_the_default_dtype_changes_nothing(name):
     """Every float32 case under its first reduction, both torch variants, once with
     ``torch.set_default_dtype(torch.float64)``: the same value and gradients, bit for bit."""
-    spec = reference.get(name)
-    failures = []
-    for case in spec.matrix_cases:
-        if case.dtypes is not None and "float32" not in case.dtypes:
-            continue
-        d = matrix.draw(spec, case.name, spec.case_reductions(case)[0], "float32")
-        for variant in matrix.FRAMEWORKS["torch"]:
-            fn = matrix.implementation(variant, name)
-            want, want_grads, _ = run_under_autocast(fn, spec, d, autocast=False)
-            torch.set_default_dtype(torch.float64)
-            try:
-                got, grads, _ = run_under_autocast(fn, spec, d, autocast=False)
-            except Exception as e:  # noqa: BLE001  (float32 by default took it: an error is a finding)
-                failures.append(f"[{case.name}] {variant}: raised {type(e).__name__}: {e}")
-                continue
-            finally:
-                torch.set_default_dtype(torch.float32)
-            for what, g, w in [("value", got, want)] + [(f"grad {i}", g, w) for i, (g, w) in
-                                                      enumerate(zip(grads, want_grads))]:
-                try:
-                    torch.testing.assert_close(g, w, rtol=0, atol=0, equal_nan=True)
-                except AssertionError as e:
-                    failures.append(f"[{case.name}] {variant}: {what} under default float64: {e}")
+    def under_default_float64(fn, spec, d):
+        torch.set_default_dtype(torch.float64)
+        try:
+            return run_under_autocast(fn, spec, d, autocast=False)
+        finally:
+            torch.set_default_dtype(torch.float32)
+
+    failures = bit_for_bit_failures(name, float32_runs(reference.get(name)), under_default_float64,
+                                    "torch.set_default_dtype(torch.float64); "
+                                    "run_under_autocast(fn, spec, d, autocast=False)")
     assert not failures, f"{name} with torch's default dtype float64:\n" + "\n".join(failures)
