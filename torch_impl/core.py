@@ -302,7 +302,8 @@ def in_float32_under_autocast(run, inputs: tuple, kw: dict):
     its input's own dtype."""
     if torch._C._is_any_autocast_enabled():
         device_type = next((x.device.type for x in inputs if isinstance(x, torch.Tensor)), None)
-        if device_type is not None and torch.is_autocast_enabled(device_type):
+        if device_type is not None and torch.amp.is_autocast_available(device_type) \
+                and torch.is_autocast_enabled(device_type):
             def float32(x):
                 eligible = (isinstance(x, torch.Tensor) and x.is_floating_point() and x.dtype != torch.float64
                             and x.device.type == device_type)
