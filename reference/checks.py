@@ -9,9 +9,9 @@ way to read value bounds when the values are concrete) and calls the spec's
   unknown reduction, a hyperparameter out of range;
 * ``IndexError``: a class label outside ``[0, C)``.
 
-Under ``jax.jit`` shapes and dtypes are still checked; value checks are skipped
-because the values are not known (``bounds`` returns None). Within ``value_checks(False)``
-they are skipped everywhere, the same way.
+Under ``jax.jit`` and ``torch.compile`` shapes and dtypes are still checked; value checks are
+skipped because the values are not known (``bounds`` returns None). Within
+``value_checks(False)`` they are skipped everywhere, the same way.
 """
 
 from __future__ import annotations
@@ -31,10 +31,11 @@ def value_checks(enabled: bool):
     """Within the block, the checks that read an array's values (a class label within
     ``[0, C)``, probabilities within [0, 1], a variance non-negative, a CTC target within its
     length, ...) run (``True``, the default outside any block) or are skipped (``False``), in
-    all three packages, as ``jax.jit`` skips them; the shape, dtype and hyperparameter checks
-    always run. On CUDA each value check reads its bounds back to the host, a wait for the
-    device on every call: ``value_checks(False)`` is for a training loop whose inputs are known
-    good (as ``torch.distributions.Distribution.set_default_validate_args(False)``). An input
+    all three packages, as ``jax.jit`` and ``torch.compile`` skip them; the shape, dtype and
+    hyperparameter checks always run. On CUDA each value check reads its bounds back to the
+    host, a wait for the device on every call: ``value_checks(False)`` is for a training loop
+    whose inputs are known good (as
+    ``torch.distributions.Distribution.set_default_validate_args(False)``). An input
     outside the domain then gives whatever the operations make of it, as under ``jax.jit``
     (torch's indexing raises for most labels out of range, JAX's fills or clamps)."""
     token = _VALUE_CHECKS.set(bool(enabled))
@@ -159,7 +160,9 @@ def shape_is(a: ArrayInfo, expected: tuple[int, ...], what: str) -> None:
 
 
 def broadcastable_to(a: ArrayInfo, shape: tuple[int, ...], what: str) -> None:
-    ok = a.ndim <= len(shape) and all(s in (1, t) for s, t in zip(reversed(a.shape), reversed(shape)))
+    # (== rather than ``in``: under torch.compile a dim may be symbolic, and dynamo in torch 2.13
+    # answers ``4 in (1, s)`` False for a symbolic s of 4; pytorch/pytorch#153366)
+    ok = a.ndim <= len(shape) and all(s == 1 or s == t for s, t in zip(reversed(a.shape), reversed(shape)))
     if not ok:
         raise ValueError(f"{a.name} must broadcast to {tuple(shape)} ({what}); got {a.shape}")
 
@@ -190,8 +193,19 @@ def class_labels(target: ArrayInfo, num_classes: int, ignore_index: int | None =
         raise IndexError(f"{target.name} holds class index {int(bad)}, outside [0, {num_classes}){note}")
 
 
+def is_nan(value) -> bool:
+    """``math.isnan`` by a comparison, which ``torch.compile`` can trace for a float argument it
+    has made symbolic (dynamo in torch 2.13 cannot put ``math.isnan`` of one in a graph)."""
+    return value != value
+
+
+def is_finite(value) -> bool:
+    """``math.isfinite`` by comparisons (see ``is_nan``); False for NaN."""
+    return -math.inf < value < math.inf
+
+
 def nonnegative(name: str, value) -> None:
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or math.isnan(value) or value < 0:
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or is_nan(value) or value < 0:
         raise ValueError(f"{name} must be a non-negative number; got {value!r}")
 
 
@@ -269,7 +283,7 @@ def finite_number(name: str, value) -> None:
     """A real, finite scalar hyperparameter (a margin of either sign)."""
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
         raise TypeError(f"{name} must be a real number; got {value!r}")
-    if not math.isfinite(value):
+    if not is_finite(value):
         raise ValueError(f"{name} must be finite; got {value!r}")
 
 

@@ -929,7 +929,7 @@ def _label_layout(logits, axis, where):
     batch = tuple(i for i in range(nd) if i not in axes)
     perm = batch + axes
     batch_shape = tuple(logits.shape[i] for i in batch)
-    classes = (math.prod(logits.shape[i] for i in axes),)  # not -1: an empty batch leaves it open
+    classes = (math.prod([logits.shape[i] for i in axes]),)  # not -1: an empty batch leaves it open
     x = logits.transpose(perm).reshape(batch_shape + classes)
     w = None
     if where is not None:
@@ -997,7 +997,7 @@ def _check_where_mask(where, logits: checks.ArrayInfo, per_example_shape) -> Non
         return
     checks.kind_in(where, ("bool",), "the elements to include")
     allowed = [logits.shape] + ([tuple(per_example_shape)] if per_example_shape is not None else [])
-    if where.shape not in allowed:
+    if not any(where.shape == s for s in allowed):  # (not ``in``: see checks.broadcastable_to)
         what = " or ".join(str(s) for s in allowed)
         raise ValueError(f"where must have shape {what} (the logits' shape"
                          f"{' or one flag per example' if per_example_shape is not None else ''}); "
@@ -1018,7 +1018,7 @@ def check_softmax_cross_entropy_with_integer_labels(args: dict) -> None:
     _check_optax_axis(args["axis"], x.ndim, allow_none=False)
     axes = _optax_axes(args["axis"], x.ndim)
     per_example = tuple(x.shape[i] for i in range(x.ndim) if i not in axes)
-    num_classes = int(np.prod([x.shape[a] for a in axes], dtype=np.int64))
+    num_classes = math.prod([x.shape[a] for a in axes])
     checks.integer(y)
     checks.shape_is(y, per_example, "class indices: the logits' shape without the class axes")
     checks.class_labels(y, num_classes)

@@ -40,7 +40,7 @@ GAP = 0.1        # samplers keep every kink argument at least this far from its 
 # -- shared checks ---------------------------------------------------------------------
 
 def _number(name: str, value) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) or math.isnan(value):
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) or checks.is_nan(value):
         raise ValueError(f"{name} must be a real number; got {value!r}")
     return float(value)
 
@@ -968,7 +968,7 @@ def check_ntxent(args: dict) -> None:
     checks.integer(labels, "group labels")
     checks.shape_is(labels, e.shape[:1], "one group label per row of embeddings")
     _positive("temperature", args["temperature"])
-    if not math.isfinite(args["temperature"]):
+    if not checks.is_finite(args["temperature"]):
         raise ValueError(f"temperature must be finite; got {args['temperature']!r}")
     values = labels.values()
     if values is not None:
@@ -1300,7 +1300,7 @@ def check_circle(args: dict) -> None:
                          "labels them: give ref_labels")
     checks.boolean("remove_diagonal", args["remove_diagonal"])
     _positive("gamma", args["gamma"], " (the scale of the similarities)")
-    if math.isinf(args["gamma"]):  # the logsumexps would be inf - inf
+    if args["gamma"] in (math.inf, -math.inf):  # the logsumexps would be inf - inf
         raise ValueError(f"gamma must be finite; got {args['gamma']!r}")
     checks.finite_number("margin", args["margin"])
 

@@ -9,6 +9,9 @@ One test per loss x case x reduction x check x variant, in float64, nothing writ
 - ``torch.func.vmap``: ``torch.func.vmap`` over a leading batch of 3 stacked draws (integer
   and bool inputs stacked too) equals the loop of 3 calls, for the values and for the
   gradient under ``vmap(grad)``;
+- ``torch.compile``: ``torch.compile(fullgraph=True, dynamic=True)`` of the ``module`` and
+  ``function`` variants (every shape and number symbolic from the first trace, AOTAutograd
+  tracing the hand-written backward) gives eager's value and gradient;
 - ``jax.jit``: the eager value and VJP (op by op) equal the reference's and the jitted call's
   (the matrix runs JAX under jit);
 - ``jax.grad``: the jitted ``jax.grad`` of the cotangent-dotted scalar equals the reference VJP;
@@ -16,6 +19,10 @@ One test per loss x case x reduction x check x variant, in float64, nothing writ
   and for ``vmap(grad)``;
 - ``jax.hvp``: the Hessian-vector product ``jax.jvp(jax.grad(f), ...)`` along a random
   direction equals central finite differences of the reference VJP along it.
+
+``test_torch_compile_across_cases`` also feeds one compiled function every case of a loss in
+turn, as a training script's shapes and hyperparameters change: dynamo recompiles, makes the
+changing sizes and numbers symbolic, and must still give eager's values and gradients.
 
 Every array (integer targets and array hyperparameters included) is an argument of the
 transformed function, so nothing that must be traced is a closure constant. A check known to
@@ -50,14 +57,20 @@ CHECKS = {
     "gradgradcheck": ("module", "function"),
     "torch.func.grad": ("function",),
     "torch.func.vmap": ("function",),
+    "torch.compile": ("module", "function"),
     "jax.jit": ("autodiff", "custom_vjp"),
     "jax.grad": ("autodiff", "custom_vjp"),
     "jax.vmap": ("autodiff", "custom_vjp"),
     "jax.hvp": ("autodiff", "custom_vjp"),
 }
 
-# Checks that run only in the slow tier (the report runs it): see ``_fast``.
-SLOW_CHECKS = {"jax.jit"}
+# Checks that run only in the slow tier (the report runs them): see ``_fast``.
+SLOW_CHECKS = {"jax.jit", "torch.compile"}
+
+# Checks run under each case's first reduction only: ``torch.compile`` costs ~0.5 s a cell (its
+# trace, and AOTAutograd's of the backward), and ``test_torch_compile_across_cases`` runs every
+# reduction.
+ONE_REDUCTION_CHECKS = {"torch.compile"}
 
 # Hyperparameters whose cases take another path through a backward (and its derivative).
 SECOND_ORDER_KEYS = {"weight", "pos_weight", "class_weights", "weights", "where", "ignore_index",
@@ -230,6 +243,57 @@ def check_torch_func_vmap(name, case, reduction, variant):
                       [*got[0], *got[1]], want)
 
 
+def _compiled(fn, **options):
+    """``torch.compile(fn, fullgraph=True)``, from an empty cache: the variants of all losses
+    share a few wrapper functions, whose compiled code dynamo keeps per code object."""
+    torch._dynamo.reset()
+    return torch.compile(fn, fullgraph=True, **options)
+
+
+def check_torch_compile(name, case, reduction, variant):
+    spec = reference.get(name)
+    d = draw(spec, case, reduction, "float64")
+    p = _torch_parts(spec, d)
+    fn = torch_impl.get(name, variant)
+    cotangent = torch.as_tensor(d.cotangent)
+    compiled = _compiled(fn, dynamic=True, backend="aot_eager")
+    got_value, got = _autograd(compiled, p, cotangent)
+    want_value, want = _autograd(fn, p, cotangent)
+    _assert_close("torch.compile value", got_value, want_value)
+    _assert_all_close("torch.compile gradient", spec.gradient_names(d.kw), got, want)
+    _assert_close("torch.compile value, no input requiring grad", p.call(compiled, *p.args), want_value)
+
+
+def compile_across_cases(name: str, variant: str, cells=None, dynamic=None, values_without_grad=False) -> None:
+    """One ``torch.compile(fullgraph=True)`` of ``name``'s ``variant`` fed each (case, reduction)
+    of ``cells`` in turn (default: every case of the spec under each of its reductions), each
+    value and gradient compared with eager's. Dynamo (backend ``eager``: what is checked is its
+    trace) recompiles as the shapes and hyperparameters change; past the first change it traces
+    them as symbols (``dynamic=True``: from the first trace). ``values_without_grad`` also calls
+    it with no input requiring grad, as an evaluation loop does. It must not fall back to eager:
+    the recompile limit is raised, and reaching it fails the test."""
+    spec = reference.get(name)
+    cells = cells or [(c.name, r) for c in spec.cases for r in spec.case_reductions(c)]
+    fn = torch_impl.get(name, variant)
+    with torch._dynamo.config.patch(recompile_limit=len(cells) + 8, fail_on_recompile_limit_hit=True):
+        compiled = _compiled(fn, backend="eager", dynamic=dynamic)
+        for case, reduction in cells:
+            d = draw(spec, case, reduction, "float64")
+            p = _torch_parts(spec, d)
+            cotangent = torch.as_tensor(d.cotangent)
+            try:
+                got_value, got = _autograd(compiled, p, cotangent)
+            except Exception as e:  # noqa: BLE001
+                raise AssertionError(f"[{case}, reduction={reduction!r}], after {cells[:cells.index((case, reduction))]}: "
+                                     f"{type(e).__name__}: {e}") from e
+            want_value, want = _autograd(fn, p, cotangent)
+            what = f"torch.compile [{case}, reduction={reduction!r}]"
+            _assert_close(f"{what} value", got_value, want_value)
+            _assert_all_close(f"{what} gradient", spec.gradient_names(d.kw), got, want)
+            if values_without_grad:
+                _assert_close(f"{what} value, no input requiring grad", p.call(compiled, *p.args), want_value)
+
+
 # -- JAX ----------------------------------------------------------------------------------
 #
 # XLA's compilation is most of a JAX check's cost (~0.1-0.5 s a program, the run itself well
@@ -369,6 +433,7 @@ RUN = {
     "gradgradcheck": check_gradgradcheck,
     "torch.func.grad": check_torch_func_grad,
     "torch.func.vmap": check_torch_func_vmap,
+    "torch.compile": check_torch_compile,
     "jax.jit": check_jax_jit,
     "jax.grad": check_jax_grad,
     "jax.vmap": check_jax_vmap,
@@ -412,6 +477,8 @@ def _params():
         for case in spec.cases:
             for reduction in spec.case_reductions(case):
                 for check, variants in CHECKS.items():
+                    if check in ONE_REDUCTION_CHECKS and reduction != spec.case_reductions(case)[0]:
+                        continue
                     for variant in variants:
                         marks = [] if _fast(spec, case, reduction, check) else [pytest.mark.slow]
                         reason = spec.check_xfail_reason(check, variant, case.name, reduction)
@@ -429,3 +496,36 @@ def test_transform(check, name, case, reduction, variant):
         raise AssertionError(f"{check} over {name} [{case}, reduction={reduction!r}] ({variant}) failed: "
                              f"{type(e).__name__}: {e}\nreproduce with:\n"
                              f"{reproducer(check, name, case, reduction, variant)}") from e
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name, variant", [(n, v) for n in reference.names() for v in ("module", "function")])
+def test_torch_compile_across_cases(name, variant):
+    try:
+        compile_across_cases(name, variant)
+    except Exception as e:  # noqa: BLE001
+        raise AssertionError(f"torch.compile across the cases of {name} ({variant}) failed: {e}\nreproduce with:\n"
+                             "import sys; sys.path.insert(0, 'tests')  # from the repository root\n"
+                             f"import test_transforms; test_transforms.compile_across_cases({name!r}, {variant!r})") from e
+
+
+# What dynamo (torch 2.13) got wrong, before the wrappers kept it from it; each sequence failed
+# on the code before (a (case, reduction) list, and whether every size is symbolic from the
+# first trace): a class axis made symbolic, then answered ``1 in (axis,)`` False (a mean over all
+# the elements: gradients 5,000 times off, no error); a softmax residual moved to the last axis,
+# whose strides the backward read a batch size from (gradients 3 times too large, no error); a
+# loss that is a view of its class losses (the same, a reshape that raised); a classmethod
+# backward; the value checks' ContextVar, which dynamo cannot trace; a ``function`` variant
+# called with no input requiring grad (a forward whose signature hid its inputs' count).
+COMPILE_SEQUENCES = {
+    "binary_focal_crossentropy": ([("axis=0", "mean"), ("3-D, axis=1", "mean")], None),
+    "softmax_cross_entropy": ([("default", "mean"), ("axis=0", "mean")], None),
+    "dice_loss": ([("ignore_background, class_weights, class_reduction=none", "none")], True),
+    "cosine_distance": ([("default", "mean")], None),
+    "cross_entropy": ([("default", "mean"), ("weighted", "mean"), ("ignore_index", "mean")], None),
+}
+
+
+@pytest.mark.parametrize("name, variant", [(n, v) for n in COMPILE_SEQUENCES for v in ("module", "function")])
+def test_torch_compile_sequences_that_went_wrong(name, variant):
+    compile_across_cases(name, variant, *COMPILE_SEQUENCES[name], values_without_grad=True)

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from reference import checks
 from reference.reductions import reduce, reduce_vjp
-from .core import (_transforms_active, alias, builtin, cotangent, function, in_place_ok, logaddexp, mass_minus_target,
+from .core import (alias, builtin, values_read, cotangent, function, in_place_ok, logaddexp, mass_minus_target,
                    masked_logsumexp, module, one_hot, row_sum_reduced, scaled, shifted_exp_rows, take)
 
 LOG_CLAMP = -100.0  # torch clamps each log of binary_cross_entropy at -100
@@ -39,7 +39,7 @@ def _class_index_terms(input, target, weight, ignore_index):
     the weight of each element's target (0 where ignored)."""
     counts = target != ignore_index
     num_classes = input.shape[_class_dim(input)]
-    if num_classes and not _transforms_active() and checks.values_checked():
+    if num_classes and values_read():
         # The checks have read every label: each lies in [0, C) or is ignore_index, which the
         # clamp moves into [0, C) (its weight is 0). One pass, where torch.where over the bool
         # mask costs three. (Under torch.func or without value checks the labels are not read:
@@ -521,7 +521,7 @@ def _label_layout(logits, axis, where):
     batch = tuple(i for i in range(nd) if i not in axes)
     perm = batch + axes
     batch_shape = tuple(logits.shape[i] for i in batch)
-    classes = (math.prod(logits.shape[i] for i in axes),)  # not -1: an empty batch leaves it open
+    classes = (math.prod([logits.shape[i] for i in axes]),)  # not -1: an empty batch leaves it open
     x = logits.permute(perm).reshape(batch_shape + classes)
     w = None
     if where is not None:
@@ -1075,7 +1075,9 @@ class BinaryFocalCrossentropyFunction(torch.autograd.Function):
             d_bce = torch.where(inside, (1.0 - y) / q - y / p, 0.0)
             d_focal = gamma * m ** (gamma - 1.0) * (1.0 - 2.0 * y) if gamma != 0 else 0.0
         axes = _optax_axes(ctx.axis, y_pred.dim())
-        n = math.prod(y_pred.shape[a] for a in axes)  # the elements each mean is over (an empty batch has none)
+        # the elements each mean is over (an empty batch has none); a list, as torch.compile cannot
+        # trace a generator inside a backward
+        n = math.prod([y_pred.shape[a] for a in axes])
         g = _per_example_cotangent(grad_output, ctx.reduction, _class_numel(y_pred.shape, axes), axes) / n
         d = weight * (d_focal * bce + focal * d_bce) * g
         return None, d, None, None, None, None, None, None, None

@@ -4,6 +4,9 @@ the two wrappers that turn a torch-ops functional into the ``module`` variant an
 
 from __future__ import annotations
 
+import inspect
+import operator
+
 import torch
 from torch import nn
 from torch._functorch.utils import unwrap_dead_wrappers
@@ -20,6 +23,16 @@ IMPLEMENTATIONS = Implementations("torch", ("module", "function"))
 def _transforms_active() -> bool:
     # Under torch.func (vmap, grad) values cannot be read with .item(); checks on values wait.
     return torch._C._functorch.peek_interpreter_stack() is not None
+
+
+def values_read() -> bool:
+    """Whether the value checks read the tensors' values here. Not under ``torch.compile``: as
+    under ``jax.jit``, the values are not known while the call is traced (reading them would
+    break the graph, and ``fullgraph=True`` refuses that), so the checks on shapes, dtypes and
+    hyperparameters run and those on values are skipped; nor under torch.func transforms; nor
+    within ``value_checks(False)``. ``is_compiling`` is asked first: dynamo reads it as a
+    constant, and cannot trace the ``ContextVar`` behind ``values_checked``."""
+    return not torch.compiler.is_compiling() and not _transforms_active() and checks.values_checked()
 
 
 def in_place_ok() -> bool:
@@ -231,9 +244,20 @@ class TensorInfo(checks.ArrayInfo):
         self.kind, self.dtype = _dtype_info(x.dtype)
         self._tensor = x
 
+    # The three readers ask ``values_read`` (torch.compile, torch.func) before the shared
+    # ``values_checked``, which dynamo cannot trace.
+    def bounds(self, ignore=None):
+        return self._read_bounds(ignore) if values_read() else None
+
+    def values(self):
+        return self._read_values() if values_read() else None
+
+    def abs_bounds(self):
+        return self._read_abs_bounds() if values_read() else None
+
     def _read_bounds(self, ignore):
         x = self._tensor
-        if _transforms_active() or x.numel() == 0:
+        if x.numel() == 0:
             return None
         v = x.detach()
         lo, hi = (b.item() for b in torch.aminmax(v))  # one pass over the values
@@ -255,14 +279,12 @@ class TensorInfo(checks.ArrayInfo):
 
     def _read_abs_bounds(self):
         x = self._tensor
-        if _transforms_active() or x.numel() == 0 or x.dtype == torch.bool:
+        if x.numel() == 0 or x.dtype == torch.bool:
             return None  # (a bool array has no magnitude: the checks say what they expected)
         lo, hi = (b.item() for b in torch.aminmax(x.detach().abs()))
         return lo, hi
 
     def _read_values(self):
-        if _transforms_active():
-            return None
         v = self._tensor.detach().cpu()
         return (v.float() if v.dtype == torch.bfloat16 else v).numpy()
 
@@ -283,12 +305,27 @@ def validate(name: str, inputs: tuple, kw: dict) -> dict:
     if len(inputs) != len(spec.inputs) or not kw.keys() <= defaults.keys():
         spec.bind(inputs, kw)  # raises
     kw = {**defaults, **spec.python_scalars(kw)}
+    if torch.compiler.is_compiling():
+        kw = {k: _specialized(v) for k, v in kw.items()}
     args = {n: describe(n, x) for n, x in zip(spec.inputs, inputs)}
     array_params = spec.array_params
     for k, v in kw.items():
         args[k] = describe(k, v) if v is not None and k in array_params else v
     spec.check(args)
     return kw
+
+
+def _specialized(value):
+    """An integer hyperparameter (or a tuple of them) as a constant of the graph that
+    ``torch.compile`` traces, as the hyperparameters of torch's own modules are. Dynamo makes an
+    int argument symbolic once it has seen two values, and then answers ``1 in (axis,)`` False
+    whatever ``axis`` is (torch 2.13; pytorch/pytorch#153366): a wrong gradient with no error.
+    ``operator.index`` makes dynamo guard on the value instead; a new value recompiles."""
+    if type(value) is tuple:
+        return tuple(_specialized(v) for v in value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return operator.index(value)
+    return value
 
 
 def in_float32_under_autocast(run, inputs: tuple, kw: dict):
@@ -358,7 +395,13 @@ def module(name: str, class_name: str, functional, sources: tuple | None = None)
 
     cache: dict = {}
 
+    def checked_call(*inputs, **kw):
+        kw = validate(name, inputs, kw)
+        return functional(*widened(inputs, cls.label_inputs), **kw)
+
     def call(*inputs, **kw):
+        if torch.compiler.is_compiling():  # what forward does, with no module to build and keep
+            return in_float32_under_autocast(checked_call, inputs, kw)
         # One module per distinct set of hyperparameters (constructing an nn.Module costs
         # ~20 us); tensors (array hyperparameters) are never cached. The module still
         # validates its hyperparameters with the inputs at every call.
@@ -417,15 +460,42 @@ def fast_apply(fn_class: type[torch.autograd.Function]):
     give every hyperparameter). ``Function.apply`` binds them with ``inspect.signature`` on
     every call (~10 us, a fifth of a small loss's forward and backward); with nothing to bind,
     this goes to the C++ ``apply`` directly, exactly as ``Function.apply`` does after binding.
-    Under torch.func transforms it is ``Function.apply`` itself."""
+    Under torch.func transforms it is ``Function.apply`` itself; under torch.compile, that of
+    ``_with_contiguous_outputs(fn_class)``."""
     c_apply = super(_SingleLevelFunction, fn_class).apply
+    compiled_form = _with_contiguous_outputs(fn_class)
 
     def apply(*args):
+        if torch.compiler.is_compiling():
+            return compiled_form.apply(*args)
         if torch._C._are_functorch_transforms_active():
             return fn_class.apply(*args)
         return c_apply(*unwrap_dead_wrappers(args))
 
     return apply
+
+
+def _with_contiguous_outputs(fn_class: type[torch.autograd.Function]) -> type[torch.autograd.Function]:
+    """``fn_class`` with each tensor its forward returns made contiguous, for torch.compile.
+    Once the shapes are dynamic, dynamo (torch 2.13) traces the backward reading sizes from the
+    strides of the cotangents, taking them to be laid out as the outputs were; the cotangents
+    that arrive are contiguous. A loss that is a view (dice_loss's ``losses[..., 1:]`` with
+    ``ignore_background``) or a residual that is one (a softmax along ``axis=0``, moved to the
+    last axis) then read a wrong size: a reshape that raised, or a mean divided by 1, a gradient
+    3 times too large with no error. A contiguous output costs a copy only where it was a view."""
+
+    def contiguous(x):
+        return x.contiguous() if isinstance(x, torch.Tensor) else x
+
+    def forward(*args):
+        out = fn_class.forward(*args)
+        return tuple(contiguous(x) for x in out) if isinstance(out, tuple) else contiguous(out)
+
+    # With no input requiring grad, dynamo calls forward with a context first unless its
+    # signature counts the inputs alone.
+    forward.__signature__ = inspect.signature(fn_class.forward)
+    return type(fn_class.__name__, (fn_class,), {"forward": staticmethod(forward),
+                                                 "__module__": fn_class.__module__, "__doc__": fn_class.__doc__})
 
 
 class _GradientRequired(torch.autograd.Function):

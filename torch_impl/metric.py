@@ -396,13 +396,12 @@ class _OptaxCosineFunction(torch.autograd.Function):
 
     generate_vmap_rule = True
     returns_residuals = True
-    sign = 1.0
 
-    @classmethod
-    def forward(cls, predictions, targets, epsilon, axis, where, reduction):
+    @staticmethod
+    def forward_signed(predictions, targets, epsilon, axis, where, reduction, sign):
         parts = _optax_cosine_parts(predictions, targets, epsilon, axis, where)
         # (the loss must not be the residual itself: that would mark it non-differentiable)
-        value = (parts[0].clone() if reduction == "none" else parts[0]) if cls.sign > 0 else 1.0 - parts[0]
+        value = (parts[0].clone() if reduction == "none" else parts[0]) if sign > 0 else 1.0 - parts[0]
         return (reduce(value, reduction), *parts)
 
     @staticmethod
@@ -412,20 +411,29 @@ class _OptaxCosineFunction(torch.autograd.Function):
         ctx.set_materialize_grads(False)
         ctx.save_for_backward(predictions, targets, where, *output[1:])
 
-    @classmethod
-    def backward(cls, ctx, grad_output, *_):
+    @staticmethod
+    def backward_signed(ctx, grad_output, sign):
         if grad_output is None:
             return None, None, None, None, None, None
         predictions, targets, where, *parts = ctx.saved_tensors
         if torch.is_grad_enabled():  # recorded for a double backward: the parts as functions of the inputs
             parts = _optax_cosine_parts(predictions, targets, ctx.epsilon, ctx.axis, where)
-        d_p, d_t = _optax_cosine_vjp(grad_output if cls.sign > 0 else -grad_output, predictions, targets,
+        d_p, d_t = _optax_cosine_vjp(grad_output if sign > 0 else -grad_output, predictions, targets,
                                      ctx.epsilon, where, ctx.reduction, parts)
         return d_p, d_t, None, None, None, None
 
 
+# The forward and backward are staticmethods of each: torch.compile (dynamo in torch 2.13)
+# traces a classmethod backward with the class where the context should be, and guards on the
+# identity of a classmethod forward, a new bound method at each access.
 class CosineSimilarityFunction(_OptaxCosineFunction):
-    pass
+    @staticmethod
+    def forward(predictions, targets, epsilon, axis, where, reduction):
+        return _OptaxCosineFunction.forward_signed(predictions, targets, epsilon, axis, where, reduction, 1.0)
+
+    @staticmethod
+    def backward(ctx, grad_output, *_):
+        return _OptaxCosineFunction.backward_signed(ctx, grad_output, 1.0)
 
 
 CosineSimilarity = module("cosine_similarity", "CosineSimilarity", cosine_similarity)
@@ -437,7 +445,13 @@ def cosine_distance(predictions, targets, epsilon=0.0, axis=-1, where=None, redu
 
 
 class CosineDistanceFunction(_OptaxCosineFunction):
-    sign = -1.0
+    @staticmethod
+    def forward(predictions, targets, epsilon, axis, where, reduction):
+        return _OptaxCosineFunction.forward_signed(predictions, targets, epsilon, axis, where, reduction, -1.0)
+
+    @staticmethod
+    def backward(ctx, grad_output, *_):
+        return _OptaxCosineFunction.backward_signed(ctx, grad_output, -1.0)
 
 
 CosineDistance = module("cosine_distance", "CosineDistance", cosine_distance)
