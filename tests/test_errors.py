@@ -5,11 +5,13 @@ every loss shares (reduction, keywords, input count) are generated here.
 """
 
 import os
+import re
 import subprocess
 import sys
 
 import numpy as np
 import pytest
+import torch
 
 import jax_impl
 import reference
@@ -72,6 +74,33 @@ def test_bad_input_is_rejected(name, bad, package, variant):
         _call(package, variant, name)(*inputs, **kw)
 
 
+def _counting_reads(reads: list):
+    """``describe`` for ``reference.validate`` that appends an array's name to ``reads`` each
+    time a check reads its values."""
+    def counted(n, x):
+        info = reference.checks.numpy_info(n, x)
+        bounds, values = info._bounds, info._values
+        info._bounds = lambda ignore: (reads.append(n), bounds(ignore))[1]
+        info._values = lambda: (reads.append(n), values())[1]
+        return info
+    return counted
+
+
+def _accepted_without_value_checks(name, bad) -> bool:
+    """Whether the reference takes ``bad`` within ``value_checks(False)``: only a value check
+    rejects it."""
+    spec, inputs, kw = _valid(name)
+    inputs, kw = bad.mutate(inputs, kw)
+    with reference.value_checks(False):
+        try:
+            reference.validate(spec, tuple(np.asarray(x) for x in inputs),
+                               {k: (np.asarray(v) if k in spec.array_params and v is not None else v)
+                                for k, v in kw.items()})
+        except bad.error:
+            return False
+    return True
+
+
 def _bad_reference_params():
     for name in reference.names():
         for bad in reference.get(name).bad_inputs:
@@ -89,14 +118,7 @@ def test_without_value_checks_only_the_value_checks_are_skipped(name, bad):
     inputs = tuple(np.asarray(x) for x in inputs)
     kw = {k: (np.asarray(v) if k in spec.array_params and v is not None else v) for k, v in kw.items()}
     reads = []
-
-    def counted(n, x):
-        info = reference.checks.numpy_info(n, x)
-        bounds, values = info._bounds, info._values
-        info._bounds = lambda ignore: (reads.append(n), bounds(ignore))[1]
-        info._values = lambda: (reads.append(n), values())[1]
-        return info
-
+    counted = _counting_reads(reads)
     with pytest.raises(bad.error, match=bad.match):
         reference.validate(spec, inputs, kw, describe=counted)
     read_values = bool(reads)
@@ -328,3 +350,34 @@ def test_torch_array_bounds_are_numpys(dtype):
                 f"TensorInfo('x', torch.tensor({t.tolist()}, dtype=torch.{dtype})).bounds({ignore!r}): {got} != {want}"
         if kind != "bool":
             assert np.array_equal(ours.abs_bounds(), plain.abs_bounds(), equal_nan=True), t.tolist()
+
+
+def _bad_compiled_params():
+    for name in reference.names():
+        for bad in reference.get(name).bad_inputs:
+            for variant in torch_impl.VARIANTS:
+                yield pytest.param(name, bad, variant, id=f"{name}-{bad.description}-torch.{variant}",
+                                   marks=pytest.mark.slow)
+
+
+@pytest.mark.parametrize("name, bad, variant", list(_bad_compiled_params()))
+def test_bad_input_under_torch_compile(name, bad, variant):
+    """Under ``torch.compile`` a bad shape, dtype or hyperparameter gets eager's error; with
+    ``fullgraph=True`` dynamo reports it as ``Unsupported`` ("Observed exception", as it does any
+    exception raised while it traces), naming the error and its message. A bad value is not
+    checked while dynamo traces (``checks.value_checks``), as under ``jax.jit``."""
+    if _accepted_without_value_checks(name, bad):
+        pytest.skip("a value check: skipped under torch.compile, as under jax.jit")
+    spec, inputs, kw = _valid(name)
+    inputs, kw = bad.mutate(inputs, kw)
+    arrays, kw = torch_arrays(Drawn(tuple(inputs), kw, np.zeros(())))
+    fn = torch_impl.get(name, variant)
+    torch._dynamo.reset()
+    with pytest.raises(bad.error, match=bad.match):
+        torch.compile(fn, backend="eager")(*arrays, **kw)
+    torch._dynamo.reset()
+    with pytest.raises(torch._dynamo.exc.Unsupported) as raised:
+        torch.compile(fn, fullgraph=True, backend="eager")(*arrays, **kw)
+    message = str(raised.value)
+    assert f"raised exception {bad.error.__name__}(" in message, message
+    assert re.search(bad.match, message), message
