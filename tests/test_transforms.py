@@ -205,12 +205,16 @@ def _autograd(fn, p, cotangent):
     return out.detach(), [torch.zeros_like(x) if g is None else g for x, g in zip(diff, grads)]
 
 
-def check_torch_func_grad(name, case, reduction, variant):
+def _torch_cell(name, case, reduction):
+    """A float64 cell's spec, draw, parts and cotangent (as a tensor)."""
     spec = reference.get(name)
     d = draw(spec, case, reduction, "float64")
-    p = _torch_parts(spec, d)
+    return spec, d, _torch_parts(spec, d), torch.as_tensor(d.cotangent)
+
+
+def check_torch_func_grad(name, case, reduction, variant):
+    spec, d, p, cotangent = _torch_cell(name, case, reduction)
     fn = torch_impl.get(name, variant)
-    cotangent = torch.as_tensor(d.cotangent)
     got = torch.func.grad(_torch_scalar(fn, p), argnums=(0, 1))(*p.args, cotangent)
     _, want = _autograd(fn, p, cotangent)
     _assert_all_close("torch.func.grad", spec.gradient_names(d.kw), [*got[0], *got[1]], want)
@@ -252,11 +256,8 @@ def _compiled(fn, **options):
 
 
 def check_torch_compile(name, case, reduction, variant):
-    spec = reference.get(name)
-    d = draw(spec, case, reduction, "float64")
-    p = _torch_parts(spec, d)
+    spec, d, p, cotangent = _torch_cell(name, case, reduction)
     fn = torch_impl.get(name, variant)
-    cotangent = torch.as_tensor(d.cotangent)
     # AOTAutograd traces the hand-written backward of a ``function`` variant; a ``module``
     # variant's backward is torch's own, so dynamo's trace is what is checked there.
     compiled = _compiled(fn, dynamic=True, backend="aot_eager" if variant == "function" else "eager")
@@ -282,9 +283,7 @@ def compile_across_cases(name: str, variant: str, cells=None, dynamic=None, valu
     with torch._dynamo.config.patch(recompile_limit=len(cells) + 8, fail_on_recompile_limit_hit=True):
         compiled = _compiled(fn, backend="eager", dynamic=dynamic)
         for case, reduction in cells:
-            d = draw(spec, case, reduction, "float64")
-            p = _torch_parts(spec, d)
-            cotangent = torch.as_tensor(d.cotangent)
+            _, d, p, cotangent = _torch_cell(name, case, reduction)
             try:
                 got_value, got = _autograd(compiled, p, cotangent)
             except Exception as e:  # noqa: BLE001
