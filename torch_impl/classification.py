@@ -16,8 +16,8 @@ import torch.nn.functional as F
 
 from reference import checks
 from reference.reductions import reduce, reduce_vjp
-from .core import (alias, builtin, values_read, cotangent, function, in_place_ok, logaddexp, mass_minus_target,
-                   masked_logsumexp, module, one_hot, row_sum_reduced, scaled, shifted_exp_rows, take)
+from .core import (alias, builtin, cotangent, function, in_place_ok, logaddexp, mass_minus_target,
+                   masked_logsumexp, module, one_hot, row_sum_reduced, scaled, shifted_exp_rows, take, values_read)
 
 LOG_CLAMP = -100.0  # torch clamps each log of binary_cross_entropy at -100
 
