@@ -225,7 +225,8 @@ def _class_losses(x, t, class_weights, smooth, alpha, beta, apply_softmax, ignor
     p = _probabilities(x, apply_softmax)
     axes = optax_axes(p.ndim, axis)
     numerator, denominator = _tversky_terms(p, t, axes, smooth, alpha, beta)
-    losses = (1.0 - numerator / denominator).reshape(reduced_shape(p.shape, axes))
+    with np.errstate(divide="ignore", invalid="ignore"):  # smooth=0 and a class absent: 0/0, NaN, as in optax
+        losses = (1.0 - numerator / denominator).reshape(reduced_shape(p.shape, axes))
     if class_weights is not None:
         losses = losses * class_weights
     if ignore_background and p.shape[-1] > 1:
@@ -243,7 +244,8 @@ def _class_losses_vjp(g, x, t, class_weights, smooth, alpha, beta, apply_softmax
     if class_weights is not None:
         g = g * class_weights
     g = g.reshape(kept_shape(p.shape, axes))
-    dp = -(g / denominator) * (t - numerator / denominator * ((1.0 - alpha - beta) * t + alpha))
+    with np.errstate(divide="ignore", invalid="ignore"):  # (the 0/0 of _class_losses)
+        dp = -(g / denominator) * (t - numerator / denominator * ((1.0 - alpha - beta) * t + alpha))
     return _probabilities_vjp(dp, p, apply_softmax)
 
 
