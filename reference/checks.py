@@ -64,7 +64,8 @@ class ArrayInfo:
 
     All three read nothing and return None within ``value_checks(False)``; a package that
     reads values its own way overrides ``_read_bounds``, ``_read_values`` or
-    ``_read_abs_bounds``.
+    ``_read_abs_bounds``, and one with more states where values cannot be read (torch.compile,
+    torch.func) overrides ``_values_readable``.
     """
 
     def __init__(self, name: str, shape: tuple[int, ...], kind: str, dtype: str,
@@ -82,15 +83,18 @@ class ArrayInfo:
         return len(self.shape)
 
     def bounds(self, ignore=None):
-        return self._read_bounds(ignore) if values_checked() else None
+        return self._read_bounds(ignore) if self._values_readable() else None
 
     def values(self):
-        return self._read_values() if values_checked() else None
+        return self._read_values() if self._values_readable() else None
 
     def abs_bounds(self):
         """``(min |x|, max |x|)``, or None as ``bounds``. ``signs`` reads it first, for a check
         on every call of a loss with labels."""
-        return self._read_abs_bounds() if values_checked() else None
+        return self._read_abs_bounds() if self._values_readable() else None
+
+    def _values_readable(self) -> bool:
+        return values_checked()
 
     def _read_bounds(self, ignore):
         return None if self._bounds is None else self._bounds(ignore)

@@ -244,16 +244,8 @@ class TensorInfo(checks.ArrayInfo):
         self.kind, self.dtype = _dtype_info(x.dtype)
         self._tensor = x
 
-    # The three readers ask ``values_read`` (torch.compile, torch.func) before the shared
-    # ``values_checked``, which dynamo cannot trace.
-    def bounds(self, ignore=None):
-        return self._read_bounds(ignore) if values_read() else None
-
-    def values(self):
-        return self._read_values() if values_read() else None
-
-    def abs_bounds(self):
-        return self._read_abs_bounds() if values_read() else None
+    def _values_readable(self) -> bool:
+        return values_read()  # (torch.compile and torch.func first: dynamo cannot trace values_checked)
 
     def _read_bounds(self, ignore):
         x = self._tensor
@@ -377,9 +369,10 @@ class LossModule(nn.Module):
             kw = {**kw, **{k: getattr(self, k) for k in self._array_params}}
         return in_float32_under_autocast(self._checked_call, inputs, kw)
 
-    def _checked_call(self, *inputs, **kw):
-        kw = validate(self.loss_name, inputs, kw)  # a new dict: the hyperparameters stay as they are
-        return type(self).functional(*widened(inputs, self.label_inputs), **kw)
+    @classmethod
+    def _checked_call(cls, *inputs, **kw):
+        kw = validate(cls.loss_name, inputs, kw)  # a new dict: the hyperparameters stay as they are
+        return cls.functional(*widened(inputs, cls.label_inputs), **kw)
 
     def extra_repr(self) -> str:
         return ", ".join(f"{k}={v!r}" for k, v in self.hyperparameters.items())
@@ -395,13 +388,9 @@ def module(name: str, class_name: str, functional, sources: tuple | None = None)
 
     cache: dict = {}
 
-    def checked_call(*inputs, **kw):
-        kw = validate(name, inputs, kw)
-        return functional(*widened(inputs, cls.label_inputs), **kw)
-
     def call(*inputs, **kw):
         if torch.compiler.is_compiling():  # what forward does, with no module to build and keep
-            return in_float32_under_autocast(checked_call, inputs, kw)
+            return in_float32_under_autocast(cls._checked_call, inputs, kw)
         # One module per distinct set of hyperparameters (constructing an nn.Module costs
         # ~20 us); tensors (array hyperparameters) are never cached. The module still
         # validates its hyperparameters with the inputs at every call.
