@@ -38,7 +38,7 @@ VARIANTS = ("module", "function", "autodiff", "custom_vjp")
 FRAMEWORK_OF = {"module": "torch", "function": "torch", "autodiff": "jax", "custom_vjp": "jax"}
 # One colour and marker per implementation, the same in every picture; built-ins are grey.
 STYLE = {"module": ("#1f77b4", "o"), "function": ("#ff7f0e", "s"), "autodiff": ("#2ca02c", "^"),
-         "custom_vjp": ("#d62728", "D"), "builtin": ("#555555", "x")}
+         "custom_vjp": ("#d62728", "D"), "builtin": ("#555555", "x"), "floor": ("#999999", "v")}
 
 
 def available() -> bool:
@@ -377,9 +377,10 @@ def scaling(scaling: pd.DataFrame, path, losses=None) -> Path | None:
             g = g.groupby(x, as_index=False)["fwd_bwd_ms"].median().sort_values(x)
             builtin = variant == "builtin"
             colour, marker = STYLE.get(variant, ("black", "."))
-            label = f"{framework} built-in" if builtin else _label(variant)
-            (line,) = ax.plot(g[x], g["fwd_bwd_ms"], linestyle=(":" if framework == "jax" else "--") if builtin
-                              else "-", marker=marker, markersize=4, linewidth=1.4,
+            label = (f"{framework} built-in" if builtin else "torch kernels in a Python Function (floor)"
+                     if variant == "floor" else _label(variant))
+            style = (":" if framework == "jax" else "--") if builtin else "-." if variant == "floor" else "-"
+            (line,) = ax.plot(g[x], g["fwd_bwd_ms"], linestyle=style, marker=marker, markersize=4, linewidth=1.4,
                               color="black" if builtin and framework == "torch" else colour, label=label)
             handles.setdefault(label, line)
         if not (rows["variant"] == "builtin").any() and "builtin_fwd_bwd_ms" in rows:

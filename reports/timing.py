@@ -93,12 +93,13 @@ import torch.utils.benchmark as benchmark
 import jax_impl
 import reference
 import torch_impl
-from . import matrix
+from . import floor, matrix
 from .system import proc_status
 
 COLUMNS = ["loss", "framework", "variant", "dtype", "device", "size", "shapes",
            "fwd_ms", "fwd_iqr_ms", "fwd_bwd_ms", "fwd_bwd_iqr_ms", "compile_ms", "compiled_fwd_bwd_ms",
            "builtin", "builtin_fwd_ms", "builtin_fwd_bwd_ms", "builtin_fwd_bwd_iqr_ms", "ratio_to_builtin",
+           "floor_fwd_bwd_ms", "floor_ratio",
            "peak_bytes", "builtin_peak_bytes", "peak_rss_bytes", "memory_source",
            "bytes_moved", "gbps", "copy_ms", "copy_gbps",
            "cpu_model", "threads", "gpu", "note"]
@@ -600,8 +601,9 @@ def time_torch_all(fns: dict, spec, d: matrix.Drawn, device: str, budget: Budget
     """For each ``label: fn``, a :class:`Measured`, or the exception it raised; with
     ``budget.torch_compile``, the ``module`` entry holds torch.compile's columns too.
 
-    Ours and the built-in (labelled ``"builtin"``) are timed side by side, their blocks
-    interleaved; a call that raises is left out first, so that its error is its own."""
+    Ours, the built-in (labelled ``"builtin"``) and its floor (``"floor"``, :mod:`reports.floor`)
+    are timed side by side, their blocks interleaved; a call that raises is left out first, so
+    that its error is its own."""
     out, calls, moved = {}, {}, {}
     for label, fn in fns.items():
         try:
@@ -619,7 +621,7 @@ def time_torch_all(fns: dict, spec, d: matrix.Drawn, device: str, budget: Budget
             if budget.forward:
                 m.fwd_ms, m.fwd_iqr_ms = medians["fwd"][label]
             m.fwd_bwd_ms, m.fwd_bwd_iqr_ms = medians["fwd_bwd"][label]
-            if budget.memory:
+            if budget.memory and label != "floor":
                 m.peak_bytes, m.peak_rss_bytes, m.memory_source = _torch_memory(c["fwd_bwd"], device)
             out[label] = m
         except Exception as e:
@@ -791,6 +793,8 @@ def _implementations(name: str, wanted, framework: str, pkg, with_builtin: bool 
         builtin = pkg.builtin(name)
         if builtin is not None:
             fns["builtin"] = builtin
+            if framework == "torch" and floor.get(name) is not None:
+                fns["floor"] = floor.get(name)
     return fns
 
 
@@ -854,14 +858,17 @@ def time_loss(name: str, variants=None, budget: Budget = NORMAL, seed: int = 0,
         b = measured.get("builtin")
         b_note = _builtin_note(b)
         b = b if isinstance(b, Measured) else Measured()
+        f = measured.get("floor")
+        f_ms = f.fwd_bwd_ms if isinstance(f, Measured) else math.nan
         for variant, result in measured.items():
-            if variant == "builtin":
+            if variant in ("builtin", "floor"):
                 continue
             row = {"loss": name, "framework": framework, "variant": variant, "dtype": DTYPE, "device": device,
                    "size": int(np.size(d.inputs[0])) if d.inputs else 0, "shapes": _shapes(d),
                    "builtin": builtin, "builtin_fwd_ms": b.fwd_ms, "builtin_fwd_bwd_ms": b.fwd_bwd_ms,
                    "builtin_fwd_bwd_iqr_ms": b.fwd_bwd_iqr_ms, "builtin_peak_bytes": b.peak_bytes,
-                   "ratio_to_builtin": math.nan, **machine(framework), "note": b_note}
+                   "ratio_to_builtin": math.nan, "floor_fwd_bwd_ms": f_ms, "floor_ratio": f_ms / b.fwd_bwd_ms,
+                   **machine(framework), "note": b_note}
             if isinstance(result, Exception):
                 row["note"] = "; ".join(filter(None, [f"failed: {_error(result)}", b_note]))
             else:

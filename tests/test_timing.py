@@ -18,7 +18,7 @@ import pytest
 
 import reference
 import torch_impl
-from reports import bench, cli, memory, system, timing
+from reports import bench, cli, floor, memory, system, timing
 
 TINY = replace(timing.QUICK, min_run_time=0.001, block_time=1e-4)
 
@@ -48,6 +48,47 @@ def test_timings_rows_have_every_column_and_the_machine(mse_rows):
         assert r["fwd_bwd_iqr_ms"] >= 0 or math.isnan(r["fwd_bwd_iqr_ms"])
     jax_row = next(r for r in mse_rows if r["framework"] == "jax")
     assert _positive(jax_row["compile_ms"]) and jax_row["compiled_fwd_bwd_ms"] == jax_row["fwd_bwd_ms"]
+    torch_row = next(r for r in mse_rows if r["framework"] == "torch")
+    assert _positive(torch_row["floor_fwd_bwd_ms"])
+    assert torch_row["floor_ratio"] == torch_row["floor_fwd_bwd_ms"] / torch_row["builtin_fwd_bwd_ms"]
+    assert math.isnan(jax_row["floor_fwd_bwd_ms"]) and math.isnan(jax_row["floor_ratio"])  # jit has no such cost
+
+
+@pytest.mark.parametrize("name", sorted(floor.FLOORS))
+@pytest.mark.parametrize("reduction", sorted(floor.REDUCTIONS))
+def test_each_floor_computes_its_builtin(name, reduction):
+    """A floor is a yardstick only if it does the built-in's work: the same value and the same
+    gradients (the target's too, where it has one), float64, the default case."""
+    import torch
+    spec = reference.get(name)
+    case = spec.cases[0]
+    d = timing.draw(spec, case, timing.sizes_for(spec, case, TINY))
+    arrays, kw = timing.matrix.torch_arrays(d, "cpu")
+    arrays = [x.double() if x.is_floating_point() else x for x in arrays]
+    kw = {**kw, "reduction": reduction}
+    got = []
+    for fn in (floor.get(name), torch_impl.builtin(name)):
+        diff = [arrays[spec.inputs.index(n)].detach().clone().requires_grad_(True) for n in spec.differentiable]
+        call, _ = timing.matrix.on_differentiable(fn, spec, arrays, kw)
+        out = call(*diff)
+        cotangent = torch.linspace(0.5, 1.5, out.numel(), dtype=out.dtype).reshape(out.shape)
+        got.append((out, torch.autograd.grad(out, diff, cotangent)))
+    torch.testing.assert_close(got[0], got[1], rtol=1e-12, atol=1e-12)
+
+
+def test_a_floor_refuses_what_its_kernels_do_not_compute():
+    import torch
+    x, labels = torch.randn(4, 3), torch.tensor([0, 2, 1, 0])
+    for call, what in [(lambda: floor.get("nll_loss")(x, labels, weight=torch.ones(3)), "weight="),
+                       (lambda: floor.get("cross_entropy")(x, labels, label_smoothing=0.1), "label_smoothing=0.1"),
+                       (lambda: floor.get("cross_entropy")(x, torch.rand(4, 3)), "class indices"),
+                       (lambda: floor.get("cross_entropy")(x[None], labels[None]), "dimensions"),
+                       (lambda: floor.get("soft_margin_loss")(x, torch.rand(4, 3, requires_grad=True)), "target"),
+                       (lambda: floor.get("mse_loss")(x, x, reduction="batchmean"), "reduction=")]:
+        with pytest.raises(NotImplementedError, match=what):
+            call()
+    assert floor.get("huber_loss")(x, x + 2, delta=0.5) == torch.nn.functional.huber_loss(x, x + 2, delta=0.5)
+    assert floor.get("l1_loss") is None  # its built-in is no single pair of kernels
 
 
 def _mse_call_and_draw():
@@ -131,7 +172,7 @@ def test_a_tiny_sweep():
     mse = df[df["loss"] == "mse_loss"]
     assert sorted(mse["elements"].unique()) == [64, 512]
     assert set(zip(mse["framework"], mse["variant"])) == {("torch", "function"), ("torch", "builtin"),
-                                                          ("jax", "custom_vjp"), ("jax", "builtin")}
+                                                          ("torch", "floor"), ("jax", "custom_vjp"), ("jax", "builtin")}
     assert (mse["fwd_bwd_ms"] > 0).all() and (mse["gbps"] > 0).all() and (mse["copy_gbps"] > 0).all()
     assert (mse["builtin_fwd_bwd_ms"] > 0).all()
     assert (mse[mse["variant"] == "builtin"]["ratio_to_builtin"] == 1).all()
@@ -197,12 +238,15 @@ def test_speed_targets_take_each_loss_best_variant():
                            + _ratio_rows("jax", ["autodiff", "custom_vjp"], {"a": 0.9, "b": 1.25})
                            + [{"loss": "e", "framework": "torch", "variant": "module", "device": "cpu",
                                "ratio_to_builtin": math.nan}])  # no built-in: not counted
+    timings["floor_ratio"] = timings["loss"].map({"c": 1.28, "d": 1.3})  # d is not above the bound itself
     sweep = [("elements", 1000, 998, math.nan), ("elements", 10 ** 6, 10 ** 6 + 2, math.nan),
              ("classes", 256 * 10, 256 * 10, 10)]
     scaling = pd.DataFrame([row for sw, asked, drawn, classes in sweep
                             for row in _ratio_rows("torch", ["function", "builtin"],
                                                    {"a": 2.0 if asked == 1000 else 1.0}, sweep=sw,
-                                                   point_elements=asked, elements=drawn, classes=classes)])
+                                                   point_elements=asked, elements=drawn, classes=classes)]
+                           + _ratio_rows("torch", ["floor"], {"a": 1.2}, sweep="elements", point_elements=1000,
+                                         elements=998, classes=math.nan))
     got = bench.speed_targets(timings, scaling)
     assert list(got.columns) == bench.TARGET_COLUMNS
     assert got[["framework", "measured", "point"]].values.tolist() == [
@@ -210,10 +254,11 @@ def test_speed_targets_take_each_loss_best_variant():
         ["torch", "sweep", "256 rows x 10 classes"], ["jax", "timings", "default sizes"]]
     torch_row, jax_row = got.iloc[0], got.iloc[4]
     assert (torch_row.losses, torch_row.median_ratio, torch_row.max_ratio) == (4, 1.03, 1.3)
-    assert (torch_row.worst_loss, torch_row.above_max, torch_row.met) == ("c", 1, False)
+    assert (torch_row.worst_loss, torch_row.above_max, torch_row.above_max_floor, torch_row.met) == ("c", 1, 1, False)
+    assert (got.iloc[1].max_ratio, got.iloc[1].above_max, got.iloc[1].above_max_floor) == (2.0, 1, 0)  # floor 1.2x
     assert (jax_row.median_ratio, jax_row.above_max, jax_row.met) == (1.075, 0, False)  # the median misses
     assert got.iloc[1].met == False and got.iloc[2].met == True  # noqa: E712 (numpy bools)
-    assert set(got["losses"].iloc[1:4]) == {1}  # the sweep's built-in rows are not a variant
+    assert set(got["losses"].iloc[1:4]) == {1}  # the sweep's built-in and floor rows are not variants
     assert "not met" in bench.targets_line(torch_row) and "1 above 1.25x" in bench.targets_line(torch_row)
     assert bench.speed_targets(None, None).empty
 
