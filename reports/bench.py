@@ -57,7 +57,7 @@ SCALING_COLUMNS = ["loss", "sweep", "framework", "variant", "device", "dtype", "
                    "classes", "shapes", "fwd_bwd_ms", "fwd_bwd_iqr_ms", "builtin", "builtin_fwd_bwd_ms",
                    "ratio_to_builtin", "compile_ms", "peak_bytes", "memory_source", "bytes_moved", "gbps", "copy_ms",
                    "copy_gbps",
-                   "cpu_model", "threads", "gpu", "note"]
+                   "cpu_model", "threads", "gpu", "allocator", "note"]
 
 
 @dataclass(frozen=True)

@@ -878,7 +878,9 @@ TIMING_NOTE = ("float32, the default case, `reduction=\"mean\"`, milliseconds. M
                "timings.csv has the compiled fwd+bwd in `compiled_fwd_bwd_ms`). `ratio` is our fwd+bwd over "
                "the built-in's. timings.csv also holds each median's spread (`*_iqr_ms`), the peak memory "
                "(`peak_bytes`, `memory_source`), the bytes moved and GB/s beside a copy of the same bytes "
-               "(`gbps`, `copy_gbps`), and the machine (`cpu_model`, `threads`, `gpu`); see reports/timing.py.")
+               "(`gbps`, `copy_gbps`), the floor of a Python `autograd.Function` beside the torch built-ins that are one "
+               "pair of ATen kernels (`floor_fwd_bwd_ms`, `floor_ratio`; reports/floor.py), and the machine "
+               "(`cpu_model`, `threads`, `gpu`, `allocator`); see reports/timing.py.")
 
 
 def report_page(report: Report, pictures: Pictures | None = None, targets: pd.DataFrame | None = None) -> list:

@@ -27,6 +27,10 @@ One row per loss x variant x device, in float32, on the loss's default case with
   ending in ``block_until_ready``, ours and the built-in's blocks interleaved as torch's.
   Both JAX variants are always jitted.
 
+Every timing runs with glibc's malloc keeping freed memory for the next allocation
+(:func:`freed_memory_kept`): as it starts, glibc maps every large block afresh, and from
+about 1e6 elements on the timings measured its page faults, not the loss.
+
 Every median comes with its spread, the interquartile range (p75 - p25) of the blocks'
 per-call times (``*_iqr_ms``; empty for a call so slow that it was timed in
 ``SLOW_CALL_BLOCKS`` single calls, fewer than ``MIN_SPREAD_BLOCKS``).
@@ -34,7 +38,8 @@ per-call times (``*_iqr_ms``; empty for a call so slow that it was timed in
 Memory (``peak_bytes``: what one forward + backward allocates at its peak beyond its
 inputs, which exist before the call; ``memory_source`` says how it was measured):
 
-* torch on CPU, ``rss``: the process's resident set. ``malloc_trim(0)`` hands the
+* torch on CPU, ``rss``: the process's resident set, blocks of 128 KiB and more mapped
+  apart and unmapped when freed (``MALLOC_MODES["returned"]``). ``malloc_trim(0)`` hands the
   allocator's free pages back, ``echo 5 > /proc/self/clear_refs`` resets the high-water
   mark ``VmHWM``, and ``VmHWM`` after the call less ``VmRSS`` before it is the increase;
   the largest of three calls. It is process RSS (page granularity, every thread, anything
@@ -62,17 +67,19 @@ bytes (read half, write half): ``copy_ms`` and ``copy_gbps``. ``gbps / copy_gbps
 fraction of copy bandwidth the loss reaches; at small sizes both are overhead-bound.
 
 Every row also names the machine: ``cpu_model`` (``/proc/cpuinfo``), ``threads`` (torch's
-intra-op threads for torch rows; the CPUs XLA may use for JAX rows) and ``gpu`` (``none``
-without one).
+intra-op threads for torch rows; the CPUs XLA may use for JAX rows), ``gpu`` (``none``
+without one) and ``allocator`` (whether freed memory was kept while timed).
 
 The built-in (``torch_impl.builtin(name)`` / ``jax_impl.builtin(name)``) is timed the
 same way on the same inputs; ``ratio_to_builtin`` is our forward+backward time over
-the built-in's. An adapter that raises NotImplementedError (an option the built-in
+the built-in's. So is, for torch, the built-in's floor (``floor_fwd_bwd_ms``, ``floor_ratio``
+over the built-in; :mod:`reports.floor`). An adapter that raises NotImplementedError (an option the built-in
 lacks) leaves the built-in columns empty, with the reason in ``note``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import functools
 import inspect
@@ -102,7 +109,7 @@ COLUMNS = ["loss", "framework", "variant", "dtype", "device", "size", "shapes",
            "floor_fwd_bwd_ms", "floor_ratio",
            "peak_bytes", "builtin_peak_bytes", "peak_rss_bytes", "memory_source",
            "bytes_moved", "gbps", "copy_ms", "copy_gbps",
-           "cpu_model", "threads", "gpu", "note"]
+           "cpu_model", "threads", "gpu", "allocator", "note"]
 
 DTYPE = "float32"
 # Sampler keywords taken to be the batch size, in order of preference, when a sampler
@@ -193,7 +200,55 @@ def cpu_threads(framework: str) -> int:
 
 
 def machine(framework: str) -> dict:
-    return {"cpu_model": cpu_model(), "threads": cpu_threads(framework), "gpu": gpu_name()}
+    return {"cpu_model": cpu_model(), "threads": cpu_threads(framework), "gpu": gpu_name(), "allocator": allocator()}
+
+
+# -- the allocator ---------------------------------------------------------------------
+# glibc's malloc gives a block of 128 KiB and more its own mapping, unmapped when it is freed
+# (the threshold then rises with what was freed, up to 32 MiB), and trims the heap's top: the
+# next tensor of that size is a fresh mapping whose pages fault in on first touch, one fault
+# per 4 KiB. On this VM that cost more than the arithmetic from about 1e6 float32 elements up,
+# and moved with the order of the calls: the same F.nll_loss at 10,000 x 100 read 66 us and
+# 191 us in two runs, F.mse_loss at 1e7 elements 34-37 ms, 5.7-5.9 ms with freed memory kept.
+# So the timings run with glibc keeping what is freed for the next allocation, as tcmalloc and
+# jemalloc do (PyTorch's CPU tuning guide recommends either) and torch's caching allocator does
+# on CUDA; peak memory is read with blocks mapped apart, so that RSS follows what is alive.
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD, M_MMAP_MAX = -1, -3, -4  # malloc.h
+MALLOC_MODES = {
+    "kept": ((M_MMAP_MAX, 0), (M_TRIM_THRESHOLD, 2 ** 31 - 1)),  # every block from the heap, none given back
+    "returned": ((M_MMAP_MAX, 65536), (M_MMAP_THRESHOLD, 128 * 1024), (M_TRIM_THRESHOLD, 128 * 1024)),
+}
+
+
+@functools.cache
+def _mallopt():
+    try:
+        return ctypes.CDLL("libc.so.6").mallopt
+    except (OSError, AttributeError):
+        return None
+
+
+def malloc_mode(mode: str) -> bool:
+    """Set glibc's malloc to ``MALLOC_MODES[mode]``; False where there is no glibc."""
+    mallopt = _mallopt()
+    return mallopt is not None and all(mallopt(param, value) == 1 for param, value in MALLOC_MODES[mode])
+
+
+@contextlib.contextmanager
+def freed_memory_kept():
+    """Within: glibc keeps freed memory for the next allocation (the timings). After: blocks of
+    128 KiB and more mapped apart and given back when freed (peak memory)."""
+    kept = malloc_mode("kept")
+    try:
+        yield kept
+    finally:
+        if kept:
+            malloc_mode("returned")
+
+
+def allocator() -> str:
+    """What the timings ran under, for the CSVs."""
+    return "glibc malloc, freed memory kept while timed" if _mallopt() is not None else "the C library's malloc"
 
 
 # -- memory --------------------------------------------------------------------------
@@ -233,6 +288,7 @@ def rss_peak(f, calls: int = MEMORY_CALLS) -> tuple[float, float]:
     high-water mark cannot be reset."""
     if not rss_available():
         return math.nan, math.nan
+    malloc_mode("returned")
     added, peak = 0, 0
     for _ in range(calls):
         _reset_peak_rss()
@@ -463,6 +519,11 @@ def _interleaved_medians_ms(calls: dict, once, block, budget: Budget) -> dict:
     round-robin, with no warm-up block and no extra round: the median of one call let a single
     disturbed call stand for the loss (at 1e7 elements a 472 ms call of ``mse_loss``, whose
     calls took 42 ms before and after it)."""
+    with freed_memory_kept():
+        return _interleaved_medians(calls, once, block, budget)
+
+
+def _interleaved_medians(calls: dict, once, block, budget: Budget) -> dict:
     out, number, blocks, spent, limit, least, slow = {}, {}, {}, {}, {}, {}, set()
     for label in calls:
         seconds = max(once(label), 1e-7)
@@ -613,19 +674,25 @@ def time_torch_all(fns: dict, spec, d: matrix.Drawn, device: str, budget: Budget
         except Exception as e:
             out[label] = e
             calls.pop(label, None)
+    # Peak memory before the timings, which leave glibc's heap holding freed blocks (see
+    # freed_memory_kept) that later large tensors would reuse, each page of them counted.
+    memory = {}
+    for label in [label for label in calls if budget.memory and label != "floor"]:
+        try:
+            memory[label] = _torch_memory(calls[label]["fwd_bwd"], device)
+        except Exception as e:
+            out[label] = e
+            calls.pop(label)
     medians = {which: _torch_medians_ms({label: c[which] for label, c in calls.items()}, device, budget)
                for which in (("fwd", "fwd_bwd") if budget.forward else ("fwd_bwd",))}
     for label, c in calls.items():
-        try:
-            m = Measured(bytes_moved=moved[label])
-            if budget.forward:
-                m.fwd_ms, m.fwd_iqr_ms = medians["fwd"][label]
-            m.fwd_bwd_ms, m.fwd_bwd_iqr_ms = medians["fwd_bwd"][label]
-            if budget.memory and label != "floor":
-                m.peak_bytes, m.peak_rss_bytes, m.memory_source = _torch_memory(c["fwd_bwd"], device)
-            out[label] = m
-        except Exception as e:
-            out[label] = e
+        m = Measured(bytes_moved=moved[label])
+        if budget.forward:
+            m.fwd_ms, m.fwd_iqr_ms = medians["fwd"][label]
+        m.fwd_bwd_ms, m.fwd_bwd_iqr_ms = medians["fwd_bwd"][label]
+        if label in memory:
+            m.peak_bytes, m.peak_rss_bytes, m.memory_source = memory[label]
+        out[label] = m
     module = out.get("module")
     if budget.torch_compile and isinstance(module, Measured) and hasattr(fns["module"], "module_class"):
         try:
