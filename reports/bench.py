@@ -222,11 +222,11 @@ def speed_targets(timings=None, scaling=None):
         ratios = g.set_index("loss")["ratio_to_builtin"]
         median, worst = float(ratios.median()), float(ratios.max())
         above = ratios > TARGET_MAX
-        floor_above = g.set_index("loss")["floor_ratio"] > TARGET_MAX
+        floors = g.set_index("loss")["floor_ratio"]
         rows.append({"framework": framework, "device": device, "measured": measured, "point": point,
                      "losses": len(ratios), "median_ratio": median, "max_ratio": worst,
                      "worst_loss": str(ratios.idxmax()), "above_max": int(above.sum()),
-                     "above_max_floor": int((above & floor_above).sum()),
+                     "above_max_floor": int((above & (floors > TARGET_MAX)).sum()) if floors.notna().any() else math.nan,
                      "met": bool(median <= TARGET_MEDIAN and not above.any()), "order": order})
     frameworks = {"torch": 0, "jax": 1}
     df = pd.DataFrame(rows).sort_values(
@@ -235,9 +235,10 @@ def speed_targets(timings=None, scaling=None):
 
 
 def targets_line(row) -> str:
+    floor = "" if math.isnan(row.above_max_floor) else f"{row.above_max_floor:.0f} of them with a floor above it too; "
     return (f"{row.framework} {row.device}, {row.point}: median {row.median_ratio:.2f}x over {row.losses} losses, "
-            f"{row.above_max} above {TARGET_MAX}x ({row.above_max_floor} of them with a floor above it too; "
-            f"worst {row.worst_loss} {row.max_ratio:.2f}x): " + ("met" if row.met else "not met"))
+            f"{row.above_max} above {TARGET_MAX}x ({floor}worst {row.worst_loss} {row.max_ratio:.2f}x): "
+            + ("met" if row.met else "not met"))
 
 
 # -- printing -----------------------------------------------------------------------------
@@ -268,7 +269,7 @@ def timings_table(df) -> str:
 def targets_table(df) -> str:
     from tabulate import tabulate
     rows = [[r.framework, r.device, r.point, r.losses, f"{r.median_ratio:.3f}", f"{r.max_ratio:.2f}", r.worst_loss,
-             r.above_max, r.above_max_floor, "yes" if r.met else "no"] for r in df.itertuples()]
+             r.above_max, _num(r.above_max_floor), "yes" if r.met else "no"] for r in df.itertuples()]
     return tabulate(rows, headers=["framework", "device", "measured at", "losses", "median ratio", "max ratio",
                                    "worst", f"above {TARGET_MAX}x", "floor too", "met"], disable_numparse=True)
 

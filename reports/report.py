@@ -860,13 +860,13 @@ def _timing_rows(df: pd.DataFrame, with_loss: bool = True) -> list:
         row = [r.loss] if with_loss else []
         row += [f"{r.framework}.{r.variant}", r.device, r.shapes, _ms(r.fwd_ms), _ms(r.fwd_bwd_ms), _ms(r.compile_ms),
                 r.builtin, _ms(r.builtin_fwd_ms), _ms(r.builtin_fwd_bwd_ms), _fmt(r.ratio_to_builtin, 2),
-                _one_line(r.note, 120) if isinstance(r.note, str) else ""]
+                _fmt(getattr(r, "floor_ratio", math.nan), 2), _one_line(r.note, 120) if isinstance(r.note, str) else ""]
         rows.append(row)
     return rows
 
 
 TIMING_HEADERS = ["implementation", "device", "shapes", "fwd ms", "fwd+bwd ms", "compile ms", "built-in",
-                  "built-in fwd ms", "built-in fwd+bwd ms", "ratio", "note"]
+                  "built-in fwd ms", "built-in fwd+bwd ms", "ratio", "floor", "note"]
 TIMING_NOTE = ("float32, the default case, `reduction=\"mean\"`, milliseconds. Medians: torch by "
                "blocks of `torch.utils.benchmark.Timer.timeit` (all of torch's threads) after a warm-up; JAX "
                "by blocks of calls to what `jax.jit(...).lower(...).compile()` returned, after a warm-up, each "
@@ -876,7 +876,9 @@ TIMING_NOTE = ("float32, the default case, `reduction=\"mean\"`, milliseconds. M
                "runs; on a torch `module` row it is "
                "`torch.compile` of the module (the first compiled fwd+bwd less the later ones' median; "
                "timings.csv has the compiled fwd+bwd in `compiled_fwd_bwd_ms`). `ratio` is our fwd+bwd over "
-               "the built-in's. timings.csv also holds each median's spread (`*_iqr_ms`), the peak memory "
+               "the built-in's; `floor`, where torch's built-in is one pair of ATen kernels, those kernels' "
+               "fwd+bwd in a minimal Python `autograd.Function` over the built-in's: the least ratio a Python "
+               "Function reaches. Timed with glibc keeping freed memory (the `allocator` column). timings.csv also holds each median's spread (`*_iqr_ms`), the peak memory "
                "(`peak_bytes`, `memory_source`), the bytes moved and GB/s beside a copy of the same bytes "
                "(`gbps`, `copy_gbps`), the floor of a Python `autograd.Function` beside the torch built-ins that are one "
                "pair of ATen kernels (`floor_fwd_bwd_ms`, `floor_ratio`; reports/floor.py), and the machine "
@@ -1023,7 +1025,7 @@ def targets_blocks(targets: pd.DataFrame | None, losses=()) -> list:
         return []
     rows = [[r.framework, r.device, r.point, r.losses, _fmt(r.median_ratio), _fmt(r.max_ratio),
              f"[{r.worst_loss}](losses/{r.worst_loss}.md)" if r.worst_loss in losses else r.worst_loss,
-             r.above_max, r.above_max_floor, "yes" if r.met else "**no**"] for r in targets.itertuples()]
+             r.above_max, _fmt(r.above_max_floor), "yes" if r.met else "**no**"] for r in targets.itertuples()]
     return [heading(3, "Speed targets"),
             para(f"The targets: for each loss with a built-in, the fastest of a framework's variants, forward + "
                  f"backward, at most {bench.TARGET_MEDIAN}x the built-in at the median over the losses and never "

@@ -257,6 +257,7 @@ def test_speed_targets_take_each_loss_best_variant():
     assert (torch_row.worst_loss, torch_row.above_max, torch_row.above_max_floor, torch_row.met) == ("c", 1, 1, False)
     assert (got.iloc[1].max_ratio, got.iloc[1].above_max, got.iloc[1].above_max_floor) == (2.0, 1, 0)  # floor 1.2x
     assert (jax_row.median_ratio, jax_row.above_max, jax_row.met) == (1.075, 0, False)  # the median misses
+    assert math.isnan(jax_row.above_max_floor) and "floor" not in bench.targets_line(jax_row)  # no floor timed
     assert got.iloc[1].met == False and got.iloc[2].met == True  # noqa: E712 (numpy bools)
     assert set(got["losses"].iloc[1:4]) == {1}  # the sweep's built-in and floor rows are not variants
     assert "not met" in bench.targets_line(torch_row) and "1 above 1.25x" in bench.targets_line(torch_row)
