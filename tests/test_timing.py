@@ -379,8 +379,8 @@ def test_linear_cross_entropy_chunked_peak_is_at_most_a_quarter():
 @pytest.mark.skipif(timing._mallopt() is None, reason="glibc's mallopt only")
 def test_timings_keep_freed_memory_and_peak_memory_gives_it_back():
     """While timed, a 40 MB tensor made again after one was freed reuses its pages (what the
-    loss costs, not glibc's fresh mapping's page faults); after, trimmed, it is a fresh mapping
-    again, as the RSS peak needs."""
+    loss costs, not glibc's fresh mapping's page faults); after, each peak's trim hands the
+    pages back, so that a fresh tensor's pages count in the RSS peak again."""
     import resource
 
     import torch
@@ -390,10 +390,13 @@ def test_timings_keep_freed_memory_and_peak_memory_gives_it_back():
         torch.ones(10 ** 7)  # 40 MB, above the 32 MiB that glibc ever takes from its heap by itself
         return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
 
+    def faults_after_a_trim() -> int:
+        timing._reset_peak_rss()  # malloc_trim, as before each peak
+        return faults_of_a_fresh_tensor()
+
     with timing.freed_memory_kept() as kept:
         assert kept
         least_kept = min(faults_of_a_fresh_tensor() for _ in range(4))
-    timing._reset_peak_rss()  # malloc_trim, as before each peak
-    least_returned = min(faults_of_a_fresh_tensor() for _ in range(4))
+    least_returned = min(faults_after_a_trim() for _ in range(4))
     assert least_kept * 8 < least_returned, (least_kept, least_returned)  # 0 and 9,766 here (4 KiB pages)
     assert timing.allocator() == "glibc malloc, freed memory kept while timed"
