@@ -221,16 +221,17 @@ MALLOC_MODES = {
 
 
 @functools.cache
-def _mallopt():
+def _libc(name: str):
+    """glibc's function ``name``, or None where there is no glibc."""
     try:
-        return ctypes.CDLL("libc.so.6").mallopt
+        return getattr(ctypes.CDLL("libc.so.6"), name)
     except (OSError, AttributeError):
         return None
 
 
 def malloc_mode(mode: str) -> bool:
     """Set glibc's malloc to ``MALLOC_MODES[mode]``; False where there is no glibc."""
-    mallopt = _mallopt()
+    mallopt = _libc("mallopt")
     return mallopt is not None and all(mallopt(param, value) == 1 for param, value in MALLOC_MODES[mode])
 
 
@@ -248,21 +249,13 @@ def freed_memory_kept():
 
 def allocator() -> str:
     """What the timings ran under, for the CSVs."""
-    return "glibc malloc, freed memory kept while timed" if _mallopt() is not None else "the C library's malloc"
+    return "glibc malloc, freed memory kept while timed" if _libc("mallopt") is not None else "the C library's malloc"
 
 
 # -- memory --------------------------------------------------------------------------
 
-@functools.cache
-def _malloc_trim():
-    try:
-        return ctypes.CDLL("libc.so.6").malloc_trim
-    except (OSError, AttributeError):
-        return None
-
-
 def _reset_peak_rss() -> bool:
-    trim = _malloc_trim()
+    trim = _libc("malloc_trim")
     if trim is not None:
         trim(0)
     try:

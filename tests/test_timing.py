@@ -376,7 +376,7 @@ def test_linear_cross_entropy_chunked_peak_is_at_most_a_quarter():
             assert r["target_met"], table
 
 
-@pytest.mark.skipif(timing._mallopt() is None, reason="glibc's mallopt only")
+@pytest.mark.skipif(timing._libc("mallopt") is None, reason="glibc's mallopt only")
 def test_timings_keep_freed_memory_and_peak_memory_gives_it_back():
     """While timed, a 40 MB tensor made again after one was freed reuses its pages (what the
     loss costs, not glibc's fresh mapping's page faults); after, each peak's trim hands the
