@@ -357,7 +357,7 @@ def _infer_sweeps(g: pd.DataFrame) -> dict:
 def scaling(scaling: pd.DataFrame, path, losses=None) -> Path | None:
     """Small multiples: per swept loss (and device), forward + backward milliseconds against the
     elements of the first input (or the class count, for a class sweep), log-log; one line per
-    implementation, the built-ins dashed."""
+    implementation, the built-ins dashed, torch's floor (``reports.floor``) dash-dotted."""
     if scaling is None or scaling.empty:
         return None
     panels = scaling_panels(scaling)
@@ -377,7 +377,7 @@ def scaling(scaling: pd.DataFrame, path, losses=None) -> Path | None:
             g = g.groupby(x, as_index=False)["fwd_bwd_ms"].median().sort_values(x)
             builtin = variant == "builtin"
             colour, marker = STYLE.get(variant, ("black", "."))
-            label = (f"{framework} built-in" if builtin else "torch kernels in a Python Function (floor)"
+            label = (f"{framework} built-in" if builtin else "torch floor (its kernels, Python Function)"
                      if variant == "floor" else _label(variant))
             style = (":" if framework == "jax" else "--") if builtin else "-." if variant == "floor" else "-"
             (line,) = ax.plot(g[x], g["fwd_bwd_ms"], linestyle=style, marker=marker, markersize=4, linewidth=1.4,
@@ -407,7 +407,7 @@ def scaling(scaling: pd.DataFrame, path, losses=None) -> Path | None:
         ax.tick_params(labelsize=8)
     for ax in axes[len(panels):]:
         ax.set_visible(False)
-    fig.legend(list(handles.values()), list(handles), loc="outside lower center", ncol=min(6, len(handles)),
+    fig.legend(list(handles.values()), list(handles), loc="outside lower center", ncol=min(4, len(handles)),
                fontsize=9, frameon=False)
     return _save(fig, path)
 

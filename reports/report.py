@@ -1047,7 +1047,8 @@ def scaling_blocks(pictures: Pictures) -> list:
         blocks += [para(f"From {pictures.scaling_source}: forward + backward milliseconds (float32, the default "
                         "case, `reduction=\"mean\"`) against the elements of the first input, log-log, for the "
                         "swept losses; for `cross_entropy` also against the class count at a fixed number of rows. "
-                        "Built-ins dashed (torch) and dotted (JAX)."),
+                        "Built-ins dashed (torch) and dotted (JAX); the torch floor (the built-in's own kernels in a minimal "
+                        "Python `autograd.Function`) dash-dotted."),
                    image("time against problem size", pictures.files["scaling"])]
     elif pictures.scaling_source:
         blocks.append(para(f"No picture from {pictures.scaling_source}: {pictures.notes.get('scaling', 'not drawn')}."))
