@@ -223,10 +223,11 @@ def speed_targets(timings=None, scaling=None):
         median, worst = float(ratios.median()), float(ratios.max())
         above = ratios > TARGET_MAX
         floors = g.set_index("loss")["floor_ratio"]
+        floor_above = int((above & (floors > TARGET_MAX)).sum()) if floors.notna().any() else math.nan
         rows.append({"framework": framework, "device": device, "measured": measured, "point": point,
                      "losses": len(ratios), "median_ratio": median, "max_ratio": worst,
                      "worst_loss": str(ratios.idxmax()), "above_max": int(above.sum()),
-                     "above_max_floor": int((above & (floors > TARGET_MAX)).sum()) if floors.notna().any() else math.nan,
+                     "above_max_floor": floor_above,
                      "met": bool(median <= TARGET_MEDIAN and not above.any()), "order": order})
     frameworks = {"torch": 0, "jax": 1}
     df = pd.DataFrame(rows).sort_values(

@@ -878,11 +878,11 @@ TIMING_NOTE = ("float32, the default case, `reduction=\"mean\"`, milliseconds. M
                "timings.csv has the compiled fwd+bwd in `compiled_fwd_bwd_ms`). `ratio` is our fwd+bwd over "
                "the built-in's; `floor`, where torch's built-in is one pair of ATen kernels, those kernels' "
                "fwd+bwd in a minimal Python `autograd.Function` over the built-in's: the least ratio a Python "
-               "Function reaches. Timed with glibc keeping freed memory (the `allocator` column). timings.csv also holds each median's spread (`*_iqr_ms`), the peak memory "
-               "(`peak_bytes`, `memory_source`), the bytes moved and GB/s beside a copy of the same bytes "
-               "(`gbps`, `copy_gbps`), the floor of a Python `autograd.Function` beside the torch built-ins that are one "
-               "pair of ATen kernels (`floor_fwd_bwd_ms`, `floor_ratio`; reports/floor.py), and the machine "
-               "(`cpu_model`, `threads`, `gpu`, `allocator`); see reports/timing.py.")
+               "Function reaches (reports/floor.py; `floor_fwd_bwd_ms` and `floor_ratio` in timings.csv). Timed "
+               "with glibc keeping freed memory. timings.csv also holds each median's spread (`*_iqr_ms`), the "
+               "peak memory (`peak_bytes`, `memory_source`), the bytes moved and GB/s beside a copy of the same "
+               "bytes (`gbps`, `copy_gbps`), and the machine (`cpu_model`, `threads`, `gpu`, `allocator`); see "
+               "reports/timing.py.")
 
 
 def report_page(report: Report, pictures: Pictures | None = None, targets: pd.DataFrame | None = None) -> list:
@@ -1047,8 +1047,8 @@ def scaling_blocks(pictures: Pictures) -> list:
         blocks += [para(f"From {pictures.scaling_source}: forward + backward milliseconds (float32, the default "
                         "case, `reduction=\"mean\"`) against the elements of the first input, log-log, for the "
                         "swept losses; for `cross_entropy` also against the class count at a fixed number of rows. "
-                        "Built-ins dashed (torch) and dotted (JAX); the torch floor (the built-in's own kernels in a minimal "
-                        "Python `autograd.Function`) dash-dotted."),
+                        "Built-ins dashed (torch) and dotted (JAX); the torch floor (the built-in's own kernels "
+                        "in a minimal Python `autograd.Function`) dash-dotted."),
                    image("time against problem size", pictures.files["scaling"])]
     elif pictures.scaling_source:
         blocks.append(para(f"No picture from {pictures.scaling_source}: {pictures.notes.get('scaling', 'not drawn')}."))

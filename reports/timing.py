@@ -72,9 +72,10 @@ without one) and ``allocator`` (whether freed memory was kept while timed).
 
 The built-in (``torch_impl.builtin(name)`` / ``jax_impl.builtin(name)``) is timed the
 same way on the same inputs; ``ratio_to_builtin`` is our forward+backward time over
-the built-in's. So is, for torch, the built-in's floor (``floor_fwd_bwd_ms``, ``floor_ratio``
-over the built-in; :mod:`reports.floor`). An adapter that raises NotImplementedError (an option the built-in
-lacks) leaves the built-in columns empty, with the reason in ``note``.
+the built-in's. So is, for torch, the built-in's floor (``floor_fwd_bwd_ms``, and
+``floor_ratio`` over the built-in; :mod:`reports.floor`). An adapter that raises
+NotImplementedError (an option the built-in lacks) leaves the built-in columns empty, with
+the reason in ``note``.
 """
 
 from __future__ import annotations
@@ -853,8 +854,9 @@ def _implementations(name: str, wanted, framework: str, pkg, with_builtin: bool 
         builtin = pkg.builtin(name)
         if builtin is not None:
             fns["builtin"] = builtin
-            if framework == "torch" and floor.get(name) is not None:
-                fns["floor"] = floor.get(name)
+            floor_call = floor.get(name) if framework == "torch" else None
+            if floor_call is not None:
+                fns["floor"] = floor_call
     return fns
 
 
